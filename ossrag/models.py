@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,5 +75,5 @@ class Passage:
 
 
 def doc_id_for(root: str, source: str) -> str:
-    """Stable id of a file: its root and relative path, hashed."""
-    return hashlib.sha256(f"{root}\0{source}".encode()).hexdigest()[:32]
+    """Stable id of a file: its absolute path, hashed (the same file under two roots is one doc)."""
+    return hashlib.sha256(posixpath.join(root, source).encode()).hexdigest()[:32]

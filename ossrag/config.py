@@ -1,0 +1,123 @@
+"""Settings: flags override `OSSRAG_*` environment variables, which override the config file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from platformdirs import user_config_dir
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Effort = Literal["low", "medium", "high"]
+Mode = Literal["hybrid", "dense", "bm25"]
+
+# Copy-paste settings for the servers people run gpt-oss on.
+LLM_PRESETS: dict[str, dict[str, str]] = {
+    "ollama": {"base_url": "http://localhost:11434/v1", "model": "gpt-oss:20b"},
+    "vllm": {"base_url": "http://localhost:8000/v1", "model": "openai/gpt-oss-20b"},
+    "lmstudio": {"base_url": "http://localhost:1234/v1", "model": "openai/gpt-oss-20b"},
+    "llamacpp": {"base_url": "http://localhost:8080/v1", "model": "gpt-oss-20b"},
+    "openrouter": {"base_url": "https://openrouter.ai/api/v1", "model": "openai/gpt-oss-120b"},
+}
+
+
+class ConfigError(Exception):
+    """A setting has a bad value; the message names it."""
+
+
+def config_file() -> Path:
+    """The config file in use: `OSSRAG_CONFIG`, else `./ossrag.toml`, else the user config dir."""
+    if explicit := os.environ.get("OSSRAG_CONFIG"):
+        return Path(explicit)
+    local = Path("ossrag.toml")
+    if local.exists():
+        return local
+    return Path(user_config_dir("ossrag")) / "config.toml"
+
+
+class Settings(BaseSettings):
+    """Every ossrag setting; each is also `OSSRAG_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="OSSRAG_", extra="ignore")
+
+    # Store
+    db: str = Field("./ossrag.db", description="Milvus Lite path, or a server URI (http://…)")
+    token: str = Field("", description="Milvus server / Zilliz Cloud token")
+    collection: str = "ossrag"
+    # Embedding and chunking
+    embedder: str = Field(
+        "minilm",
+        description="minilm | st:<sentence-transformers name or path> | "
+        "openai:<model> | pymilvus-default",
+    )
+    embed_base_url: str = Field("", description="endpoint for openai:<model> embedders")
+    embed_api_key: str = ""
+    embed_batch_size: int = Field(64, ge=1)
+    chunk_tokens: int = Field(256, ge=32, description="max tokens a chunk may send the embedder")
+    chunk_overlap: int = Field(32, ge=0)
+    # Retrieval
+    mode: Mode = "hybrid"
+    top_k: int = Field(5, ge=1, le=100)
+    # Generation
+    llm: str = Field("", description="preset: " + ", ".join(LLM_PRESETS))
+    base_url: str = LLM_PRESETS["ollama"]["base_url"]
+    model: str = LLM_PRESETS["ollama"]["model"]
+    api_key: str = Field("", description="falls back to OPENAI_API_KEY")
+    effort: Effort = "medium"
+    effort_style: Literal["auto", "reasoning_effort", "openrouter", "system", "none"] = "auto"
+    max_tokens: int | None = Field(None, ge=1)
+    timeout: float = Field(120.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """A preset fills base_url and model unless they were given explicitly."""
+        if isinstance(data, dict) and data.get("llm"):
+            preset = LLM_PRESETS.get(str(data["llm"]))
+            if preset is None:
+                raise ValueError(
+                    f"unknown llm preset {data['llm']!r}: use {', '.join(LLM_PRESETS)}"
+                )
+            for key, value in preset.items():
+                data.setdefault(key, value)
+        if isinstance(data, dict) and not data.get("api_key"):
+            data["api_key"] = os.environ.get("OPENAI_API_KEY", "")
+        return data
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, config_file()))
+
+    @property
+    def is_server(self) -> bool:
+        return self.db.startswith(("http://", "https://", "tcp://", "grpc://"))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from flags (non-None overrides), env and file; a bad value raises ConfigError."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(part) for part in err["loc"]) or "settings"
+        raise ConfigError(
+            f"bad setting {field} (flag --{field.replace('_', '-')} or OSSRAG_{field.upper()}): "
+            f"{err['msg']}"
+        ) from None
+    except Exception as exc:  # a malformed config file
+        raise ConfigError(f"cannot read config file {config_file()}: {exc}") from None

@@ -1,0 +1,269 @@
+"""Incremental sync of files into the store: load → chunk → embed → write, pipelined.
+
+Write order keeps the store consistent if the process dies at any point: a file's old chunks
+are deleted by doc id before its new ones are inserted, and its manifest row is written only
+after those chunks are flushed. A re-run therefore redoes exactly the files whose manifest row
+is missing or stale, and never leaves a duplicate.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ossrag.chunking import chunk_document
+from ossrag.embeddings import Embedder
+from ossrag.loaders import Found, LoadError, Skipped, discover, load
+from ossrag.models import Chunk, Document, doc_id_for
+from ossrag.store import FileRecord, Store
+
+FLUSH_EVERY_CHUNKS = 4096  # fewer, larger segments keep Milvus Lite searches fast
+EMBED_BATCH_CHUNKS = 256
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did, file by file and chunk by chunk."""
+
+    files_added: int = 0
+    files_updated: int = 0
+    files_unchanged: int = 0
+    files_removed: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    chunks_embedded: int = 0
+    chunks_deleted: int = 0
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"{source}: {reason}" for source, reason in self.skipped]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files_added": self.files_added,
+            "files_updated": self.files_updated,
+            "files_unchanged": self.files_unchanged,
+            "files_removed": self.files_removed,
+            "files_skipped": len(self.skipped),
+            "chunks_embedded": self.chunks_embedded,
+            "chunks_deleted": self.chunks_deleted,
+            "warnings": self.warnings,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class _Changed:
+    """A new or edited file, chunked and waiting to be embedded."""
+
+    document: Document
+    chunks: list[Chunk]
+    previous: FileRecord | None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Sent to the progress callback after each file is settled."""
+
+    files_done: int
+    files_total: int
+    chunks_embedded: int
+
+
+ProgressCallback = Callable[[Progress], None]
+_DONE = object()
+
+
+class Ingestor:
+    """Syncs paths into a store with one embedder and chunk budget."""
+
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        *,
+        chunk_tokens: int = 256,
+        chunk_overlap: int = 32,
+        max_bytes: int = 20_000_000,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.chunk_tokens = min(chunk_tokens, embedder.max_tokens)
+        self.chunk_overlap = chunk_overlap
+        self.max_bytes = max_bytes
+
+    def run(
+        self,
+        paths: Sequence[Path],
+        *,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        prune: bool = True,
+        progress: ProgressCallback | None = None,
+    ) -> IngestReport:
+        """Bring the store in line with the files under `paths`."""
+        started = time.perf_counter()
+        report = IngestReport()
+        self.store.ensure(self.embedder.name, self.embedder.dim)
+        manifest = self.store.files()
+        found: list[Found] = []
+        for item in discover(paths, include, exclude):
+            if isinstance(item, Skipped):
+                report.skipped.append((str(item.path), item.reason))
+            else:
+                found.append(item)
+        work: queue.Queue[Any] = queue.Queue(maxsize=8)
+        producer = threading.Thread(
+            target=self._produce, args=(found, manifest, work, report), daemon=True
+        )
+        producer.start()
+        self._consume(self._drain(work), len(found), report, progress)
+        producer.join()
+        if prune:
+            self._prune(paths, found, manifest, report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    # -- pipeline ------------------------------------------------------------------------------
+
+    def _produce(
+        self,
+        found: list[Found],
+        manifest: dict[str, FileRecord],
+        out: queue.Queue[Any],
+        report: IngestReport,
+    ) -> None:
+        """Load and chunk files in a thread while the main thread embeds."""
+        try:
+            for item in found:
+                out.put(self._prepare(item, manifest, report))
+        except BaseException as exc:  # surfaced in the consumer
+            out.put(exc)
+        finally:
+            out.put(_DONE)
+
+    def _prepare(
+        self, item: Found, manifest: dict[str, FileRecord], report: IngestReport
+    ) -> _Changed | None:
+        previous = manifest.get(doc_id_for(str(item.root), item.source))
+        try:
+            document = load(item, self.max_bytes)
+        except LoadError as exc:
+            report.skipped.append((exc.source, exc.reason))
+            return None
+        if previous is not None and previous.sha256 == document.sha256:
+            report.files_unchanged += 1
+            return None
+        chunks = chunk_document(
+            document,
+            max_tokens=self.chunk_tokens,
+            count_tokens=self.embedder.count_tokens,
+            overlap_tokens=self.chunk_overlap,
+        )
+        return _Changed(document, chunks, previous)
+
+    @staticmethod
+    def _drain(work: queue.Queue[Any]) -> Iterator[_Changed | None]:
+        while (item := work.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _consume(
+        self,
+        items: Iterator[_Changed | None],
+        total: int,
+        report: IngestReport,
+        progress: ProgressCallback | None,
+    ) -> None:
+        batch: list[_Changed] = []
+        unflushed: list[_Changed] = []
+        unflushed_chunks = 0
+        for done, item in enumerate(items, 1):
+            if item is not None:
+                batch.append(item)
+            if sum(len(c.chunks) for c in batch) >= EMBED_BATCH_CHUNKS:
+                self._write(batch, report)
+                unflushed += batch
+                unflushed_chunks += sum(len(c.chunks) for c in batch)
+                batch = []
+                if unflushed_chunks >= FLUSH_EVERY_CHUNKS:
+                    self._commit(unflushed)
+                    unflushed, unflushed_chunks = [], 0
+            if progress is not None:
+                progress(Progress(done, total, report.chunks_embedded))
+        if batch:
+            self._write(batch, report)
+            unflushed += batch
+        self._commit(unflushed)
+
+    def _write(self, batch: list[_Changed], report: IngestReport) -> None:
+        """Embed a batch of files and replace their chunks."""
+        chunks = [chunk for changed in batch for chunk in changed.chunks]
+        started = time.perf_counter()
+        vectors = self.embedder.embed([chunk.embed_text for chunk in chunks])
+        report.embed_seconds += time.perf_counter() - started
+        self.store.delete_docs([changed.document.doc_id for changed in batch])
+        self.store.insert_chunks(chunks, vectors)
+        report.chunks_embedded += len(chunks)
+        for changed in batch:
+            if changed.previous is None:
+                report.files_added += 1
+            else:
+                report.files_updated += 1
+                report.chunks_deleted += changed.previous.chunks
+
+    def _commit(self, written: list[_Changed]) -> None:
+        """Flush chunks, then record their files: the manifest never runs ahead of the data."""
+        self.store.flush()
+        self.store.record_files(
+            [
+                FileRecord(
+                    doc_id=c.document.doc_id,
+                    root=c.document.root,
+                    source=c.document.source,
+                    sha256=c.document.sha256,
+                    mtime=c.document.mtime,
+                    chunks=len(c.chunks),
+                )
+                for c in written
+            ]
+        )
+        self.store.flush()
+
+    def _prune(
+        self,
+        paths: Sequence[Path],
+        found: list[Found],
+        manifest: dict[str, FileRecord],
+        report: IngestReport,
+    ) -> None:
+        """Delete the chunks of files that vanished from the directories ingested."""
+        dirs = [str(Path(p).expanduser().resolve()) for p in paths if Path(p).is_dir()]
+        if not dirs:
+            return
+        seen = {doc_id_for(str(item.root), item.source) for item in found}
+        gone = [
+            record
+            for record in manifest.values()
+            if record.doc_id not in seen
+            and any(_is_under(f"{record.root}/{record.source}", d) for d in dirs)
+        ]
+        if not gone:
+            return
+        self.store.delete_docs([record.doc_id for record in gone])
+        self.store.flush()
+        self.store.forget_files([record.doc_id for record in gone])
+        self.store.flush()
+        report.files_removed += len(gone)
+        report.chunks_deleted += sum(record.chunks for record in gone)
+
+
+def _is_under(path: str, directory: str) -> bool:
+    return path.startswith(directory.rstrip("/") + "/")

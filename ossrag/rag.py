@@ -1,0 +1,123 @@
+"""The answer pipeline: retrieve → prompt → stream from the LLM → cited Answer."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from ossrag.llm import ContentDelta, EmptyAnswerError, Finished, LLMClient, ReasoningDelta
+from ossrag.models import Passage
+from ossrag.prompts import build_messages
+from ossrag.retrieval import SearchResult
+
+_CITATION = re.compile(r"\[(\d{1,3})\]")
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """First event of an answer: the passages the model is given."""
+
+    result: SearchResult
+
+
+@dataclass
+class Answer:
+    """A finished answer with its sources and measurements."""
+
+    question: str
+    text: str
+    reasoning: str
+    passages: list[Passage]
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    notice: str = ""
+
+    @property
+    def cited(self) -> list[int]:
+        """Passage numbers cited in the answer that exist, in order of first use."""
+        numbers: list[int] = []
+        for match in _CITATION.finditer(self.text):
+            n = int(match.group(1))
+            if 1 <= n <= len(self.passages) and n not in numbers:
+                numbers.append(n)
+        return numbers
+
+    def to_dict(self) -> dict[str, Any]:
+        cited = set(self.cited)
+        return {
+            "answer": self.text,
+            "reasoning": self.reasoning,
+            "citations": [
+                {
+                    "n": n,
+                    "source": p.source,
+                    "heading": p.heading,
+                    "start_line": p.start_line,
+                    "end_line": p.end_line,
+                    "score": round(p.score, 6),
+                    "cited": n in cited,
+                    **({"page": p.meta["page"]} if "page" in p.meta else {}),
+                }
+                for n, p in enumerate(self.passages, 1)
+            ],
+            "finish_reason": self.finish_reason,
+            "usage": self.usage,
+            "timings": {key: round(value, 2) for key, value in self.timings.items()},
+            **({"notice": self.notice} if self.notice else {}),
+        }
+
+
+AskEvent: TypeAlias = Retrieved | ReasoningDelta | ContentDelta | Answer
+
+
+def stream_answer(
+    question: str,
+    result: SearchResult,
+    llm: LLMClient,
+    *,
+    effort: str | None = None,
+    history: Sequence[dict[str, Any]] = (),
+    retrieve_ms: float = 0.0,
+) -> Iterator[AskEvent]:
+    """Yield Retrieved, then reasoning/answer deltas, then the final Answer.
+
+    Raises LLMError (after Retrieved, so callers can still show the sources) and
+    EmptyAnswerError when the token budget ran out before any answer text.
+    """
+    yield Retrieved(result)
+    messages = build_messages(question, result.passages, history)
+    started = time.perf_counter()
+    first_token: float | None = None
+    text: list[str] = []
+    reasoning: list[str] = []
+    finished: Finished | None = None
+    for event in llm.stream(messages, effort=effort):
+        if isinstance(event, Finished):
+            finished = event
+            continue
+        if first_token is None:
+            first_token = time.perf_counter()
+        (reasoning if isinstance(event, ReasoningDelta) else text).append(event.text)
+        yield event
+    total = time.perf_counter() - started
+    answer_text = "".join(text).strip()
+    if finished is not None and finished.finish_reason == "length" and not answer_text:
+        raise EmptyAnswerError(llm.config.max_tokens)
+    yield Answer(
+        question=question,
+        text=answer_text,
+        reasoning="".join(reasoning).strip(),
+        passages=result.passages,
+        finish_reason=finished.finish_reason if finished else None,
+        usage=finished.usage if finished else None,
+        timings={
+            "retrieve_ms": retrieve_ms,
+            "ttft_ms": ((first_token or time.perf_counter()) - started) * 1000,
+            "total_ms": retrieve_ms + total * 1000,
+        },
+        notice=result.notice,
+    )

@@ -1,0 +1,380 @@
+"""The Milvus side: a chunk collection (dense + BM25) and a per-file manifest collection."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import Stemmer
+from pymilvus import (
+    AnnSearchRequest,
+    DataType,
+    Function,
+    FunctionType,
+    MilvusClient,
+    MilvusException,
+    RRFRanker,
+)
+
+from ossrag.embeddings import Vectors
+from ossrag.models import Chunk
+
+SCHEMA_VERSION = 1
+INFO_ID = "__ossrag_collection__"
+CHUNK_FIELDS = ["id", "doc_id", "source", "heading", "start_line", "end_line", "text", "meta"]
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+_stemmer = Stemmer.Stemmer("english")
+# Words too common to rank by (Lucene's English list plus question words): dropping them makes
+# Milvus Lite's pure-Python BM25 about 2x faster and its ranking no worse.
+STOPWORDS = frozenset(
+    "a an and are as at be but by for if in into is it no not of on or such that the their then "
+    "there these they this to was will with what when where which who whom why how do does did "
+    "can could should would i me my we our you your he she its am been being have has had".split()
+)
+
+
+class StoreError(Exception):
+    """Milvus cannot be opened or used; the message says what to change."""
+
+
+def bm25_terms(text: str) -> str:
+    """Lower-cased, English-stemmed word tokens: our own analyzer, so BM25 stems on every Milvus."""
+    words = [word for word in _TOKEN.findall(text.lower()) if word not in STOPWORDS]
+    return " ".join(_stemmer.stemWords(words))
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What a collection was built with, kept in its description."""
+
+    embedder: str
+    dim: int
+    bm25: bool
+    schema: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One manifest row: a file whose chunks are all stored and flushed."""
+
+    doc_id: str
+    root: str
+    source: str
+    sha256: str
+    mtime: float
+    chunks: int
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A raw search hit: chunk fields plus Milvus's distance."""
+
+    distance: float
+    entity: dict[str, Any]
+
+
+def _quote(value: str) -> str:
+    return json.dumps(value)
+
+
+class Store:
+    """A Milvus Lite path or a Milvus server URI, holding one ossrag collection pair."""
+
+    def __init__(self, uri: str, collection: str = "ossrag", token: str = "") -> None:
+        self.uri = uri
+        self.collection = collection
+        self.files_collection = f"{collection}_files"
+        self.client = self._connect(uri, token)
+        self._info: CollectionInfo | None = None
+        self._loaded = False
+
+    @staticmethod
+    def _connect(uri: str, token: str) -> MilvusClient:
+        is_local = not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+        if is_local:
+            # Milvus Lite serves gRPC inside this process and logs a traceback for each RPC it
+            # does not implement (query_iterator asks for one and then works without it).
+            logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+            path = Path(uri).expanduser()
+            if not path.name.endswith(".db"):
+                raise StoreError(f"Milvus Lite path {uri!r} must end in .db (set OSSRAG_DB / --db)")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            uri = str(path)
+        try:
+            return MilvusClient(uri=uri, token=token, timeout=30)
+        except Exception as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "lock" in message.lower() or "Locked" in type(exc).__name__:
+                raise StoreError(
+                    f"{uri} is open in another process; share it with `milvus-lite server "
+                    f"--data-dir {uri} --port 19531` and set OSSRAG_DB=http://127.0.0.1:19531"
+                ) from None
+            raise StoreError(f"cannot open Milvus at {uri} (OSSRAG_DB / --db): {message}") from None
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- collections -------------------------------------------------------------------------
+
+    def info(self) -> CollectionInfo | None:
+        """The collection's recorded embedder and features, or None if it does not exist."""
+        if self._info is None and self.client.has_collection(self.files_collection):
+            self._load()
+            rows = self.client.get(self.files_collection, ids=[INFO_ID], output_fields=["root"])
+            try:
+                self._info = CollectionInfo(**json.loads(rows[0]["root"]))
+            except (IndexError, ValueError, TypeError):
+                raise StoreError(
+                    f"collection {self.collection!r} at {self.uri} was not made by this ossrag: "
+                    "choose another name with OSSRAG_COLLECTION / --collection"
+                ) from None
+        return self._info
+
+    def ensure(self, embedder: str, dim: int) -> CollectionInfo:
+        """Create the collections on first use; refuse a different embedder afterwards."""
+        info = self.info()
+        if info is None:
+            info = self._create(embedder, dim)
+        self.check_embedder(embedder, dim)
+        self._load()
+        return info
+
+    def check_embedder(self, embedder: str, dim: int) -> None:
+        info = self.info()
+        if info is not None and (info.embedder, info.dim) != (embedder, dim):
+            raise StoreError(
+                f"collection {self.collection!r} was built with embedder {info.embedder} "
+                f"({info.dim}-d), not {embedder} ({dim}-d): set OSSRAG_EMBEDDER={info.embedder}, "
+                "or use another --collection"
+            )
+
+    def _create(self, embedder: str, dim: int) -> CollectionInfo:
+        if self.client.has_collection(self.collection):
+            raise StoreError(
+                f"collection {self.collection!r} at {self.uri} exists but has no ossrag manifest: "
+                "choose another name with OSSRAG_COLLECTION / --collection"
+            )
+        try:
+            info = self._create_chunks(embedder, dim, bm25=True)
+        except MilvusException:
+            self.client.drop_collection(self.collection)
+            info = self._create_chunks(embedder, dim, bm25=False)
+        files = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        files.add_field("doc_id", DataType.VARCHAR, is_primary=True, max_length=64)
+        files.add_field("root", DataType.VARCHAR, max_length=4096)
+        files.add_field("source", DataType.VARCHAR, max_length=4096)
+        files.add_field("sha256", DataType.VARCHAR, max_length=64)
+        files.add_field("mtime", DataType.DOUBLE)
+        files.add_field("chunks", DataType.INT64)
+        files.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants one vector field
+        index = self.client.prepare_index_params()
+        index.add_index("unused", index_type="FLAT", metric_type="L2")
+        self.client.create_collection(
+            self.files_collection, schema=files, index_params=index, consistency_level="Strong"
+        )
+        # Milvus Lite forgets collection descriptions on reopen: keep our facts in a row.
+        marker = FileRecord(INFO_ID, json.dumps(asdict(info)), "", "", 0.0, 0)
+        self.record_files([marker])
+        self.client.flush(self.files_collection)
+        self._info = info
+        return info
+
+    def _create_chunks(self, embedder: str, dim: int, bm25: bool) -> CollectionInfo:
+        info = CollectionInfo(embedder=embedder, dim=dim, bm25=bm25)
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=64)
+        schema.add_field("source", DataType.VARCHAR, max_length=4096)
+        schema.add_field("heading", DataType.VARCHAR, max_length=4096)
+        schema.add_field("start_line", DataType.INT64)
+        schema.add_field("end_line", DataType.INT64)
+        schema.add_field("text", DataType.VARCHAR, max_length=65535)
+        schema.add_field("meta", DataType.JSON)
+        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
+        index = self.client.prepare_index_params()
+        index.add_index("dense", index_type="AUTOINDEX", metric_type="IP")
+        if bm25:
+            schema.add_field(
+                "terms",
+                DataType.VARCHAR,
+                max_length=65535,
+                enable_analyzer=True,
+                analyzer_params={"tokenizer": "standard"},
+            )
+            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                Function(
+                    name="bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=["terms"],
+                    output_field_names=["sparse"],
+                )
+            )
+            index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        else:
+            schema.add_field("terms", DataType.VARCHAR, max_length=65535)
+        self.client.create_collection(
+            self.collection, schema=schema, index_params=index, consistency_level="Strong"
+        )
+        return info
+
+    def _load(self) -> None:
+        """A store reopened by a new process has its collections released: load them."""
+        if not self._loaded:
+            for name in (self.collection, self.files_collection):
+                self.client.load_collection(name)
+            self._loaded = True
+
+    def drop(self) -> None:
+        for name in (self.collection, self.files_collection):
+            if self.client.has_collection(name):
+                self.client.drop_collection(name)
+        self._info = None
+        self._loaded = False
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def insert_chunks(self, chunks: Sequence[Chunk], vectors: Vectors) -> None:
+        rows = [
+            {
+                "id": chunk.id,
+                "doc_id": chunk.doc_id,
+                "source": chunk.source,
+                "heading": chunk.heading,
+                "start_line": chunk.start_line,
+                "end_line": chunk.end_line,
+                "text": chunk.text,
+                "meta": chunk.meta,
+                "dense": vector.tolist(),
+                "terms": bm25_terms(chunk.embed_text),
+            }
+            for chunk, vector in zip(chunks, vectors, strict=True)
+        ]
+        if rows:
+            self.client.upsert(self.collection, rows)
+
+    def delete_docs(self, doc_ids: Iterable[str]) -> None:
+        """Remove every chunk of these files (the manifest rows stay until `forget_files`)."""
+        ids = list(doc_ids)
+        for start in range(0, len(ids), 500):
+            batch = ", ".join(_quote(doc_id) for doc_id in ids[start : start + 500])
+            self.client.delete(self.collection, filter=f"doc_id in [{batch}]")
+
+    def record_files(self, records: Sequence[FileRecord]) -> None:
+        rows = [{**asdict(record), "unused": [0.0, 0.0]} for record in records]
+        if rows:
+            self.client.upsert(self.files_collection, rows)
+
+    def forget_files(self, doc_ids: Iterable[str]) -> None:
+        ids = list(doc_ids)
+        for start in range(0, len(ids), 500):
+            batch = ", ".join(_quote(doc_id) for doc_id in ids[start : start + 500])
+            self.client.delete(self.files_collection, filter=f"doc_id in [{batch}]")
+
+    def flush(self) -> None:
+        """Seal written rows: unflushed rows are searched ~50x slower in Milvus Lite."""
+        for name in (self.collection, self.files_collection):
+            self.client.flush(name)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def files(self) -> dict[str, FileRecord]:
+        """The manifest: every fully stored file by doc id."""
+        fields = ["doc_id", "root", "source", "sha256", "mtime", "chunks"]
+        rows = self._query_all(self.files_collection, f"doc_id != {_quote(INFO_ID)}", fields)
+        return {row["doc_id"]: FileRecord(**{f: row[f] for f in fields}) for row in rows}
+
+    def chunk_ids(self, doc_ids: Sequence[str] | None = None) -> dict[str, str]:
+        """Chunk id → doc id, for all chunks or those of some files."""
+        if doc_ids is None:
+            expr = 'id != ""'
+        else:
+            expr = f"doc_id in [{', '.join(_quote(d) for d in doc_ids)}]"
+        rows = self._query_all(self.collection, expr, ["id", "doc_id"])
+        return {row["id"]: row["doc_id"] for row in rows}
+
+    def count(self) -> int:
+        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def get_chunks(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        return list(self.client.get(self.collection, ids=list(ids), output_fields=CHUNK_FIELDS))
+
+    def _query_all(self, collection: str, expr: str, fields: list[str]) -> Iterator[dict[str, Any]]:
+        iterator = self.client.query_iterator(
+            collection, batch_size=1000, filter=expr, output_fields=fields
+        )
+        try:
+            while batch := iterator.next():
+                yield from batch
+        finally:
+            iterator.close()
+
+    def search_dense(self, vector: Vectors, limit: int, expr: str = "") -> list[Hit]:
+        result = self.client.search(
+            self.collection,
+            data=[vector.tolist()],
+            anns_field="dense",
+            limit=limit,
+            filter=expr,
+            output_fields=CHUNK_FIELDS,
+            search_params={"metric_type": "IP"},
+        )
+        return [Hit(hit["distance"], hit["entity"]) for hit in result[0]]
+
+    def search_bm25(self, query: str, limit: int, expr: str = "") -> list[Hit]:
+        terms = bm25_terms(query)
+        if not terms:
+            return []
+        result = self.client.search(
+            self.collection,
+            data=[terms],
+            anns_field="sparse",
+            limit=limit,
+            filter=expr,
+            output_fields=CHUNK_FIELDS,
+            search_params={"metric_type": "BM25"},
+        )
+        # Milvus Lite returns BM25 scores negated (best = most negative); make higher better.
+        return [Hit(abs(hit["distance"]), hit["entity"]) for hit in result[0]]
+
+    def search_hybrid(
+        self, vector: Vectors, query: str, limit: int, depth: int, rrf_k: int = 60, expr: str = ""
+    ) -> list[Hit]:
+        terms = bm25_terms(query)
+        if not terms:
+            return self.search_dense(vector, limit, expr)
+        requests = [
+            AnnSearchRequest(
+                data=[vector.tolist()],
+                anns_field="dense",
+                param={"metric_type": "IP"},
+                limit=depth,
+                expr=expr or None,
+            ),
+            AnnSearchRequest(
+                data=[terms],
+                anns_field="sparse",
+                param={"metric_type": "BM25"},
+                limit=depth,
+                expr=expr or None,
+            ),
+        ]
+        result = self.client.hybrid_search(
+            self.collection,
+            reqs=requests,
+            ranker=RRFRanker(rrf_k),
+            limit=limit,
+            output_fields=CHUNK_FIELDS,
+        )
+        return [Hit(hit["distance"], hit["entity"]) for hit in result[0]]
+
+
+def as_vector(values: Sequence[float]) -> Vectors:
+    return np.asarray(values, dtype=np.float32)

@@ -1,0 +1,106 @@
+"""Shared fixtures: real Milvus Lite stores in temp dirs, the real embedder, a scripted LLM."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from llm_server import Reply, ScriptedLLMServer
+
+from ossrag.config import Settings, load_settings
+from ossrag.embeddings import Embedder, MiniLMEmbedder
+from ossrag.index import Index
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+MILVUS_DOCS = SHARED / "corpus" / "milvus-docs"
+EVAL_DEV = SHARED / "eval" / "milvus-docs-dev.jsonl"
+
+logging.getLogger("pymilvus").setLevel(logging.ERROR)
+
+
+def needs_shared(path: Path) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        not path.exists(), reason=f"{path} not found: clone the repo beside ../shared"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No OSSRAG_* or OPENAI_* variable or config file of the user leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith(("OSSRAG_", "OPENAI_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("OSSRAG_CONFIG", str(tmp_path / "no-config.toml"))
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    return MiniLMEmbedder()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(db=str(tmp_path / "store.db"))
+
+
+@pytest.fixture
+def index(settings: Settings, embedder: Embedder) -> Iterator[Index]:
+    ix = Index(settings, embedder=embedder)
+    yield ix
+    ix.close()
+
+
+@pytest.fixture
+def llm() -> Iterator[ScriptedLLMServer]:
+    with ScriptedLLMServer(Reply(content="Milvus stores data in object storage [1].")) as server:
+        yield server
+
+
+DOCS = {
+    "guide/storage.md": """---
+title: Storage
+---
+# Storage guide
+
+## Where does the engine keep data?
+
+The engine keeps inserted vectors in object storage such as MinIO or S3, and metadata in etcd.
+
+## How do I back up?
+
+Copy the bucket with the backup tool, then snapshot etcd.
+""",
+    "guide/search.md": """# Search guide
+
+## Similarity metrics
+
+Inner product, cosine and L2 distances are supported for dense vectors.
+
+```python
+# this is code, not a heading
+client.search(collection, data=[vector], limit=3)
+```
+
+## Filters
+
+Boolean expressions restrict a search to matching entities.
+""",
+    "notes.txt": "Plain text notes.\n\nThe cluster has three query nodes.\n",
+}
+
+
+def write_docs(root: Path, docs: dict[str, str] = DOCS) -> Path:
+    for name, text in docs.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    return write_docs(tmp_path / "docs")
