@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,14 +17,24 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ossrag.agent import ToolStep
+from ossrag.chat import HELP as CHAT_HELP
+from ossrag.chat import ChatSession, input_lines
+from ossrag.chat import run as run_chat
+from ossrag.compare import Row as AnswerRow
+from ossrag.compare import answers_cache_path, html_report
+from ossrag.compare import compare as compare_answers
+from ossrag.compare import summarise as summarise_answers
 from ossrag.config import ConfigError, Effort, Mode, Settings, load_settings
 from ossrag.embeddings import EmbedderError
+from ossrag.evaluation import RECALL_AT, EvalError, load_items, retrieval_reports
 from ossrag.index import Index
 from ossrag.ingest import Progress as IngestProgress
-from ossrag.llm import ContentDelta, LLMError, ReasoningDelta
+from ossrag.llm import EFFORTS, ContentDelta, LLMError, ReasoningDelta
 from ossrag.models import Passage
 from ossrag.rag import Answer, Retrieved
 from ossrag.store import StoreError
+from ossrag.structured import load_schema
 
 EXIT_ERROR = 1
 EXIT_WARNINGS = 3  # ingest completed, but some files were skipped
@@ -35,9 +46,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+eval_app = typer.Typer(
+    help="Measure retrieval and answers on a question set.", no_args_is_help=True
+)
+app.add_typer(eval_app, name="eval")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-USER_ERRORS = (ConfigError, StoreError, EmbedderError, LLMError)
+USER_ERRORS = (ConfigError, StoreError, EmbedderError, LLMError, EvalError)
 
 # Settings flags shared by the commands; each falls back to OSSRAG_<NAME> and the config file.
 DbOpt = Annotated[
@@ -173,21 +188,29 @@ def search(
     question: Annotated[str, typer.Argument(help="what to look for")],
     k: KOpt = None,
     mode: ModeOpt = None,
+    rewrite: Annotated[
+        bool, typer.Option(help="add LLM-written English queries (translation, expansion)")
+    ] = False,
     db: DbOpt = None,
     token: TokenOpt = None,
     collection: CollectionOpt = None,
     embedder: EmbedderOpt = None,
     embed_base_url: EmbedUrlOpt = None,
+    llm: LlmOpt = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    api_key: ApiKeyOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Show the best passages for a question, with scores (no LLM needed)."""
     with _user_errors():
         settings = _settings(
             db=db, token=token, collection=collection, embedder=embedder,
-            embed_base_url=embed_base_url, top_k=k, mode=mode,
+            embed_base_url=embed_base_url, top_k=k, mode=mode, llm=llm, base_url=base_url,
+            model=model, api_key=api_key,
         )  # fmt: skip
         index = Index(settings)
-        result = index.search(question)
+        result = index.search(question, rewrite=rewrite)
         index.close()
     if json_output:
         _print_json(
@@ -233,6 +256,19 @@ def ask(
     model: ModelOpt = None,
     api_key: ApiKeyOpt = None,
     max_tokens: MaxTokensOpt = None,
+    context_window: Annotated[
+        int | None, typer.Option(help="model context in tokens [OSSRAG_CONTEXT_WINDOW]")
+    ] = None,
+    answer_tokens: Annotated[
+        int | None, typer.Option(help="tokens kept for reasoning + answer [OSSRAG_ANSWER_TOKENS]")
+    ] = None,
+    agent: Annotated[
+        bool, typer.Option("--agent", help="let the model search through tools, several times")
+    ] = False,
+    json_schema: Annotated[
+        Path | None,
+        typer.Option(help="answer as JSON: {answer, citations, ...} plus this schema's fields"),
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Answer a question from your documents, streaming, with numbered sources."""
@@ -242,12 +278,28 @@ def ask(
             db=db, token=token, collection=collection, embedder=embedder,
             embed_base_url=embed_base_url, top_k=k, mode=mode, effort=effort, llm=llm,
             base_url=base_url, model=model, api_key=api_key, max_tokens=max_tokens,
+            context_window=context_window, answer_tokens=answer_tokens,
         )  # fmt: skip
+        if json_schema is not None:
+            if agent:
+                raise ConfigError("use --agent or --json-schema, not both")
+            schema = load_schema(json_schema)
+            index = Index(settings)
+            structured = index.ask_structured(question, schema)
+            index.close()
+            if structured.notice:
+                err.print(f"[yellow]note:[/] {escape(structured.notice)}")
+            _print_json(structured.to_dict())
+            return
         index = Index(settings)
         answer: Answer | None = None
         in_reasoning = False
-        for event in index.ask_stream(question):
-            if isinstance(event, Retrieved):
+        events = index.agent_stream(question) if agent else index.ask_stream(question)
+        for event in events:
+            if isinstance(event, ToolStep):
+                if not json_output:
+                    err.print(f"[dim]{escape(event.summary)}[/]")
+            elif isinstance(event, Retrieved):
                 passages = event.result.passages
                 if event.result.notice and not json_output:
                     err.print(f"[yellow]note:[/] {escape(event.result.notice)}")
@@ -276,7 +328,39 @@ def ask(
         _print_json(answer.to_dict())
         return
     out.print("\n")
+    if answer.notice and agent:
+        err.print(f"[yellow]note:[/] {escape(answer.notice)}")
     _print_sources(answer.passages, out)
+
+
+@app.command()
+def chat(
+    k: KOpt = None,
+    mode: ModeOpt = None,
+    effort: EffortOpt = None,
+    show_reasoning: Annotated[bool, typer.Option(help="print the model's reasoning")] = False,
+    db: DbOpt = None,
+    collection: CollectionOpt = None,
+    embedder: EmbedderOpt = None,
+    embed_base_url: EmbedUrlOpt = None,
+    llm: LlmOpt = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    api_key: ApiKeyOpt = None,
+    max_tokens: MaxTokensOpt = None,
+) -> None:
+    """Talk with your documents; follow-ups are understood. Reads stdin when piped."""
+    with _user_errors():
+        settings = _settings(
+            db=db, collection=collection, embedder=embedder, embed_base_url=embed_base_url,
+            top_k=k, mode=mode, effort=effort, llm=llm, base_url=base_url, model=model,
+            api_key=api_key, max_tokens=max_tokens,
+        )  # fmt: skip
+        index = Index(settings)
+        session = ChatSession(index, settings.effort, show_reasoning)
+        err.print(f"[dim]{escape(CHAT_HELP)}[/]")
+        run_chat(session, input_lines(), out, err)
+        index.close()
 
 
 @app.command()
@@ -315,6 +399,210 @@ def status(
     for name, value in rows:
         table.add_row(f"[bold]{name}[/]", value)
     out.print(table)
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    question_set: Annotated[Path, typer.Argument(help="JSONL: question, lang, evidence, ...")],
+    corpus: Annotated[
+        Path | None, typer.Option(help="ingest this folder into a throwaway store first")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", help="passages retrieved per question")] = 10,
+    baseline: Annotated[
+        str | None, typer.Option(help="also run a baseline recipe: tutorial")
+    ] = None,
+    mode: ModeOpt = None,
+    rewrite: Annotated[
+        bool, typer.Option(help="expand/translate questions through the LLM first")
+    ] = False,
+    show_misses: Annotated[bool, typer.Option(help="list questions missed in the top 5")] = False,
+    db: DbOpt = None,
+    token: TokenOpt = None,
+    collection: CollectionOpt = None,
+    embedder: EmbedderOpt = None,
+    llm: LlmOpt = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    api_key: ApiKeyOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Recall@1/3/5/10, MRR@10 and latency of retrieval on a question set."""
+    with _user_errors():
+        settings = _settings(
+            db=db, token=token, collection=collection, embedder=embedder, mode=mode, llm=llm,
+            base_url=base_url, model=model, api_key=api_key,
+        )  # fmt: skip
+        items = load_items(question_set)
+        if corpus is not None and not corpus.is_dir():
+            raise EvalError(f"--corpus {corpus}: not a directory")
+        if not json_output:
+            err.print(f"[dim]{len(items)} questions; preparing stores…[/]")
+        reports = retrieval_reports(
+            settings, items, corpus=corpus, k=k, baseline=baseline, rewrite=rewrite
+        )
+    summaries = {report.name: report.summary() for report in reports}
+    if json_output:
+        payload = dict(summaries["ossrag"])
+        if len(reports) > 1:
+            payload["baselines"] = {name: s for name, s in summaries.items() if name != "ossrag"}
+        if show_misses:
+            payload["misses"] = {report.name: report.misses() for report in reports}
+        _print_json(payload)
+        return
+    table = Table(title=f"retrieval on {question_set.name} (n={len(items)})")
+    table.add_column("metric")
+    for name in summaries:
+        table.add_column(name, justify="right")
+    keys = [f"recall@{n}" for n in RECALL_AT] + ["mrr@10"]
+    for key in keys:
+        table.add_row(key, *(f"{s[key]:.3f}" for s in summaries.values()))
+    langs = sorted({lang for s in summaries.values() for lang in s["by_lang"]})
+    if len(langs) > 1:
+        for lang in langs:
+            for key in ("recall@5", "mrr@10"):
+                table.add_row(
+                    f"{lang} {key}",
+                    *(f"{s['by_lang'].get(lang, {}).get(key, 0):.3f}" for s in summaries.values()),
+                )
+    for key in ("p50", "p95"):
+        table.add_row(
+            f"latency {key} ms", *(f"{s['latency_ms'][key]:.1f}" for s in summaries.values())
+        )
+    out.print(table)
+    for report in reports:
+        if report.notice:
+            err.print(f"[yellow]note:[/] {report.name}: {escape(report.notice)}")
+    if show_misses:
+        for report in reports:
+            for miss in report.misses():
+                out.print(
+                    f"[bold]{report.name}[/] {miss['id']} (rank {miss['rank']}): "
+                    f"{escape(miss['question'])}\n  expected {miss['expected']}; got "
+                    + "; ".join(escape(g) for g in miss["got"])
+                )
+
+
+@eval_app.command("answers")
+def eval_answers(
+    question_set: Annotated[Path, typer.Argument(help="JSONL: question, evidence, answer, ...")],
+    models: Annotated[
+        list[str], typer.Option("--model", help="model to compare (repeat for several)")
+    ],
+    judge_model: Annotated[
+        str | None, typer.Option("--judge", help="model scoring correctness + faithfulness")
+    ] = None,
+    efforts: Annotated[str, typer.Option("--effort", help="comma-separated efforts")] = "medium",
+    limit: Annotated[int | None, typer.Option(help="only the first N questions")] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help="JSONL of finished answers: re-runs resume from it")
+    ] = None,
+    html_path: Annotated[Path | None, typer.Option("--html", help="write an HTML report")] = None,
+    k: KOpt = None,
+    mode: ModeOpt = None,
+    db: DbOpt = None,
+    token: TokenOpt = None,
+    collection: CollectionOpt = None,
+    embedder: EmbedderOpt = None,
+    embed_base_url: EmbedUrlOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Compare models and reasoning efforts on a question set: quality, speed, citations."""
+    with _user_errors():
+        wanted = [e.strip() for e in efforts.split(",") if e.strip()]
+        if not wanted or any(e not in EFFORTS for e in wanted):
+            raise ConfigError(f"--effort {efforts!r}: use some of {','.join(EFFORTS)}")
+        settings = _settings(
+            db=db, token=token, collection=collection, embedder=embedder,
+            embed_base_url=embed_base_url, top_k=k, mode=mode, base_url=base_url,
+            api_key=api_key, max_tokens=max_tokens,
+        )  # fmt: skip
+        items = load_items(question_set)[:limit]
+        cache = cache or answers_cache_path(settings, question_set)
+        if not json_output:
+            err.print(f"[dim]{len(items)} questions · cache {cache}[/]")
+        index = Index(settings)
+
+        def show(row: AnswerRow) -> None:
+            if not json_output:
+                mark = "[green]hit[/]" if row.citation_hit else "[red]miss[/]"
+                err.print(f"[dim]{escape(row.model)} {row.effort} {escape(row.id)}[/] {mark}")
+
+        rows = compare_answers(
+            index, items, models, wanted, judge_model=judge_model, cache=cache, progress=show
+        )
+        index.close()
+    summary = summarise_answers(rows)
+    if html_path is not None:
+        html_path.write_text(html_report(rows, summary, f"ossrag: {question_set.name}"), "utf-8")
+    if json_output:
+        _print_json({"summary": summary, "rows": [asdict(r) for r in rows]})
+        return
+    table = Table(title=f"answers on {question_set.name} (n={len(items)})")
+    columns = {"model": "model", "effort": "effort", "citation_hit": "cited ok",
+               "correctness": "correct", "faithfulness": "faithful", "ttft_ms_p50": "TTFT ms",
+               "total_ms_p50": "total ms", "tokens_per_s": "tok/s",
+               "reasoning_chars": "reasoning chars", "errors": "errors"}  # fmt: skip
+    for key, header in columns.items():
+        table.add_column(header, justify="left" if key in ("model", "effort") else "right")
+    for s in summary:
+        table.add_row(*("–" if s[c] is None else escape(str(s[c])) for c in columns))
+    out.print(table)
+    if html_path is not None:
+        err.print(f"[dim]report: {html_path}[/]")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to bind [OSSRAG_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="port [OSSRAG_PORT]")] = None,
+    api_keys: Annotated[
+        str | None, typer.Option(help="comma-separated client keys [OSSRAG_API_KEYS]")
+    ] = None,
+    api_keys_file: Annotated[
+        str | None, typer.Option(help="file with one client key a line [OSSRAG_API_KEYS_FILE]")
+    ] = None,
+    allowed_root: Annotated[
+        list[str], typer.Option(help="directory POST /v1/ingest may read (repeatable)")
+    ] = [],  # noqa: B006
+    cors_origin: Annotated[
+        list[str], typer.Option(help="origin allowed by CORS (repeatable; default: CORS off)")
+    ] = [],  # noqa: B006
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="allow a non-loopback host without API keys")
+    ] = False,
+    request_timeout: Annotated[
+        float | None, typer.Option(help="seconds a request may take [OSSRAG_REQUEST_TIMEOUT]")
+    ] = None,
+    k: KOpt = None,
+    mode: ModeOpt = None,
+    effort: EffortOpt = None,
+    db: DbOpt = None,
+    token: TokenOpt = None,
+    collection: CollectionOpt = None,
+    embedder: EmbedderOpt = None,
+    embed_base_url: EmbedUrlOpt = None,
+    llm: LlmOpt = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    api_key: ApiKeyOpt = None,
+    max_tokens: MaxTokensOpt = None,
+) -> None:
+    """Serve an OpenAI-compatible RAG API (/v1/chat/completions, /docs) and a web UI (/)."""
+    with _user_errors():
+        settings = _settings(
+            host=host, port=port, api_keys=api_keys, api_keys_file=api_keys_file,
+            allowed_roots=allowed_root or None, cors_origins=cors_origin or None,
+            insecure=insecure or None, request_timeout=request_timeout, top_k=k, mode=mode,
+            effort=effort, db=db, token=token, collection=collection, embedder=embedder,
+            embed_base_url=embed_base_url, llm=llm, base_url=base_url, model=model,
+            api_key=api_key, max_tokens=max_tokens,
+        )  # fmt: skip
+        from ossrag.server import serve as run_server  # FastAPI loads only for this command
+
+        run_server(settings)
 
 
 def main() -> None:

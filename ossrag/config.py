@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from platformdirs import user_config_dir
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -17,6 +18,7 @@ from pydantic_settings import (
 
 Effort = Literal["low", "medium", "high"]
 Mode = Literal["hybrid", "dense", "bm25"]
+Fusion = Literal["weighted", "rrf"]
 
 # Copy-paste settings for the servers people run gpt-oss on.
 LLM_PRESETS: dict[str, dict[str, str]] = {
@@ -64,6 +66,8 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(32, ge=0)
     # Retrieval
     mode: Mode = "hybrid"
+    fusion: Fusion = Field("weighted", description="hybrid fusion: weighted scores or rrf")
+    dense_weight: float = Field(0.6, ge=0, le=1, description="dense share of weighted fusion")
     top_k: int = Field(5, ge=1, le=100)
     # Generation
     llm: str = Field("", description="preset: " + ", ".join(LLM_PRESETS))
@@ -74,6 +78,38 @@ class Settings(BaseSettings):
     effort_style: Literal["auto", "reasoning_effort", "openrouter", "system", "none"] = "auto"
     max_tokens: int | None = Field(None, ge=1)
     timeout: float = Field(120.0, gt=0)
+    # Context budget (ossrag.budget) and the agent (ossrag.agent)
+    context_window: int | None = Field(
+        None, ge=1024, description="model context in tokens: 131072 (gpt-oss), 8192 on Ollama"
+    )
+    answer_tokens: int | None = Field(
+        None, ge=16, description="kept free for reasoning + answer: max_tokens, else ≤ 8192"
+    )
+    agent_max_calls: int = Field(6, ge=1, le=50, description="tool calls per agent answer")
+    agent_timeout: float = Field(120.0, gt=0, description="seconds before the agent must answer")
+    # HTTP server (ossrag serve); list settings take commas in the environment
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="keys clients send as Authorization: Bearer"
+    )
+    api_keys_file: str = Field("", description="file with one API key a line")
+    allowed_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="directories POST /v1/ingest may read"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="origins allowed by CORS (none: CORS off)"
+    )
+    insecure: bool = Field(False, description="allow a non-loopback host without API keys")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
+    request_timeout: float = Field(300.0, gt=0, description="seconds a request may take")
+
+    @field_validator("api_keys", "allowed_roots", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="before")
     @classmethod

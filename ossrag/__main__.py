@@ -1,0 +1,5 @@
+"""`python -m ossrag` runs the CLI."""
+
+from ossrag.cli import main
+
+main()

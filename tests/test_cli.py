@@ -1,0 +1,183 @@
+"""The `ossrag` CLI end to end: real store, real embedder, scripted LLM over HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import write_docs
+from llm_server import Reply, ScriptedLLMServer
+from typer.testing import CliRunner
+
+from ossrag.cli import EXIT_WARNINGS, app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def store_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One ingested store shared by the read-only tests of this module."""
+    tmp = tmp_path_factory.mktemp("cli")
+    docs = write_docs(tmp / "docs")
+    env = {"OSSRAG_DB": str(tmp / "store.db"), "OSSRAG_CONFIG": str(tmp / "none.toml")}
+    result = runner.invoke(app, ["ingest", str(docs), "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    return env
+
+
+def run(args: list[str], env: dict[str, str], **extra: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, args, env={**env, **extra})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_ingest_json_summary_and_noop(store_env: dict[str, str], tmp_path: Path) -> None:
+    docs = write_docs(tmp_path / "more", {"a.md": "# A\n\nAlpha text about replicas.\n"})
+    env = {**store_env, "OSSRAG_DB": str(tmp_path / "s.db")}
+    code, stdout, _ = run(["ingest", str(docs), "--json"], env)
+    first = json.loads(stdout)
+    assert code == 0
+    assert set(first) >= {
+        "files_added", "files_updated", "files_unchanged", "files_removed", "files_skipped",
+        "chunks_embedded", "chunks_deleted", "warnings",
+    }  # fmt: skip
+    assert (first["files_added"], first["chunks_embedded"]) == (1, 1)
+    code, stdout, _ = run(["ingest", str(docs), "--json"], env)
+    assert json.loads(stdout)["files_unchanged"] == 1 and json.loads(stdout)["chunks_embedded"] == 0
+
+
+def test_ingest_with_skips_exits_with_warning_code(
+    store_env: dict[str, str], tmp_path: Path
+) -> None:
+    docs = write_docs(tmp_path / "d", {"ok.md": "# Ok\n\nFine.\n", "empty.md": ""})
+    env = {**store_env, "OSSRAG_DB": str(tmp_path / "s.db")}
+    code, stdout, stderr = run(["ingest", str(docs), str(tmp_path / "nope.md")], env)
+    assert code == EXIT_WARNINGS
+    assert "1 added" in stdout
+    assert "empty.md" in stderr and "nope.md" in stderr
+    assert "Traceback" not in stdout + stderr
+
+
+def test_search_json_shape(store_env: dict[str, str]) -> None:
+    code, stdout, _ = run(["search", "where are vectors kept", "-k", "2", "--json"], store_env)
+    assert code == 0
+    results = json.loads(stdout)["results"]
+    assert len(results) == 2
+    assert set(results[0]) >= {
+        "rank", "score", "source", "heading", "start_line", "end_line", "text"
+    }  # fmt: skip
+    assert results[0]["source"] == "guide/storage.md"
+    assert results[0]["heading"] == "Storage guide › Where does the engine keep data?"
+    assert results[0]["score"] >= results[1]["score"] > 0
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_search_modes(store_env: dict[str, str], mode: str) -> None:
+    code, stdout, _ = run(["search", "backup tool snapshot", "--mode", mode, "--json"], store_env)
+    assert code == 0
+    top = json.loads(stdout)["results"][0]
+    assert "backup" in top["text"]
+
+
+def test_search_prints_location(store_env: dict[str, str]) -> None:
+    code, stdout, _ = run(["search", "similarity metrics", "-k", "1"], store_env)
+    assert code == 0
+    assert "guide/search.md › Search guide › Similarity metrics" in stdout
+    assert "lines 3-" in stdout
+
+
+@pytest.mark.parametrize("dialect", ["reasoning", "reasoning_content", "harmony", "think"])
+def test_ask_json_separates_reasoning(store_env: dict[str, str], dialect: str) -> None:
+    reply = Reply(
+        dialect=dialect,
+        reasoning="The user asks where data lives; passage 1 says object storage.",
+        content="Vectors are kept in object storage such as MinIO or S3 [1].",
+        chunk_size=5,
+    )
+    with ScriptedLLMServer(reply) as server:
+        code, stdout, stderr = run(
+            ["ask", "Where are vectors kept?", "--json", "-k", "2", "--effort", "high"],
+            store_env,
+            OSSRAG_BASE_URL=server.base_url,
+            OSSRAG_MODEL="gpt-oss-20b",
+        )
+        body = server.bodies()[-1]
+    assert code == 0, stderr
+    answer = json.loads(stdout)
+    assert answer["answer"] == "Vectors are kept in object storage such as MinIO or S3 [1]."
+    assert "passage 1 says" in answer["reasoning"]
+    assert "<|" not in answer["answer"] and "think>" not in answer["answer"]
+    assert [c["n"] for c in answer["citations"]] == [1, 2]
+    assert answer["citations"][0]["cited"] is True
+    assert answer["citations"][0]["source"] == "guide/storage.md"
+    assert set(answer) >= {"answer", "reasoning", "citations", "usage", "timings"}
+    assert body["reasoning_effort"] == "high"
+    prompt = body["messages"][-1]["content"]
+    assert "<context>" in prompt and "<question>" in prompt
+    assert "untrusted" in body["messages"][0]["content"]
+
+
+def test_ask_streams_answer_and_hides_reasoning(store_env: dict[str, str]) -> None:
+    reply = Reply(reasoning="secret chain of thought", content="Object storage [1].")
+    with ScriptedLLMServer(reply) as server:
+        env = {"OSSRAG_BASE_URL": server.base_url, "OSSRAG_MODEL": "gpt-oss-20b"}
+        code, stdout, stderr = run(["ask", "Where are vectors kept?"], store_env, **env)
+        assert code == 0
+        assert "Object storage [1]." in stdout and "Sources" in stdout
+        assert "secret chain of thought" not in stdout + stderr
+        code, stdout, stderr = run(
+            ["ask", "Where are vectors kept?", "--show-reasoning"], store_env, **env
+        )
+        assert "secret chain of thought" in stderr
+        assert "secret chain of thought" not in stdout
+
+
+def test_ask_unreachable_llm_shows_sources_and_one_line_error(store_env: dict[str, str]) -> None:
+    code, stdout, stderr = run(
+        ["ask", "Where are vectors kept?", "--base-url", "http://127.0.0.1:9/v1"], store_env
+    )
+    assert code == 1
+    error_lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1
+    assert "http://127.0.0.1:9/v1" in error_lines[0] and "OSSRAG_BASE_URL" in error_lines[0]
+    assert "guide/storage.md" in stderr  # the retrieved sources are still shown
+    assert "Traceback" not in stdout + stderr
+
+
+def test_ask_length_with_empty_answer_is_explained(store_env: dict[str, str]) -> None:
+    reply = Reply(reasoning="thinking " * 20, content="", finish_reason="length")
+    with ScriptedLLMServer(reply) as server:
+        code, _, stderr = run(
+            ["ask", "Where?", "--max-tokens", "50"],
+            store_env,
+            OSSRAG_BASE_URL=server.base_url,
+            OSSRAG_MODEL="gpt-oss-20b",
+        )
+    assert code == 1
+    assert "max_tokens=50" in stderr and "--effort" in stderr
+
+
+def test_status_json(store_env: dict[str, str]) -> None:
+    with ScriptedLLMServer(Reply(content="ok")) as server:
+        code, stdout, _ = run(
+            ["status", "--json"], store_env, OSSRAG_BASE_URL=server.base_url,
+            OSSRAG_MODEL="gpt-oss-20b",
+        )  # fmt: skip
+    status = json.loads(stdout)
+    assert code == 0
+    assert status["files"] == 3 and status["chunks"] >= 5
+    assert status["embedder"] == {"name": "minilm", "dim": 384}
+    assert status["llm"]["ok"] is True and status["llm"]["model"] == "gpt-oss-20b"
+    assert status["collection"] == "ossrag"
+
+
+def test_bad_setting_is_one_line(store_env: dict[str, str]) -> None:
+    code, _, stderr = run(["search", "x"], store_env, OSSRAG_TOP_K="many")
+    assert code == 1
+    assert stderr.strip().startswith("error: bad setting top_k")
+    assert "OSSRAG_TOP_K" in stderr and "Traceback" not in stderr
+
+
+def test_bad_db_path_is_one_line(store_env: dict[str, str], tmp_path: Path) -> None:
+    code, _, stderr = run(["search", "x", "--db", str(tmp_path / "store.sqlite")], store_env)
+    assert code == 1 and "must end in .db" in stderr and "Traceback" not in stderr

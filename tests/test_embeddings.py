@@ -1,0 +1,77 @@
+"""Embedders: the offline default, an OpenAI-compatible endpoint, and their failures."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from llm_server import ScriptedLLMServer
+
+from ossrag.embeddings import (
+    Embedder,
+    EmbedderError,
+    MiniLMEmbedder,
+    load_embedder,
+    minilm_model_dir,
+)
+
+
+def test_default_embedder_is_normalised_and_semantic(embedder: Embedder) -> None:
+    vectors = embedder.embed(["Where is data stored?", "Data is kept in object storage.", "Pizza"])
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+
+
+def test_query_path_matches_batch_path(embedder: Embedder) -> None:
+    text = "How does Milvus flush data to persistent storage?"
+    assert float(embedder.embed_query(text) @ embedder.embed([text])[0]) > 0.9999
+
+
+def test_token_count_includes_special_tokens_and_no_padding(embedder: Embedder) -> None:
+    assert embedder.count_tokens("hello world") == 4  # [CLS] hello world [SEP]
+    assert embedder.count_tokens("word " * 400) == 402  # not truncated at the window
+
+
+def test_tampered_weights_are_refused(tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    shutil.copytree(minilm_model_dir(), model_dir)
+    with (model_dir / "model.safetensors").open("r+b") as handle:
+        handle.seek(-1, 2)
+        last = handle.read(1)
+        handle.seek(-1, 2)
+        handle.write(bytes([last[0] ^ 1]))
+    with pytest.raises(EmbedderError, match="does not match the pinned"):
+        MiniLMEmbedder(model_dir=model_dir)
+
+
+def test_openai_compatible_endpoint() -> None:
+    with ScriptedLLMServer(embedding_dim=32) as server:
+        embedder = load_embedder("openai:test-embed", server.base_url)
+        vectors = embedder.embed(["object storage", "object storage", "pizza"])
+        assert embedder.dim == 32 and vectors.shape == (3, 32)
+        assert np.allclose(vectors[0], vectors[1])
+        assert embedder.embed_query("object storage") @ vectors[0] == pytest.approx(1.0)
+
+
+def test_openai_endpoint_down_is_one_line() -> None:
+    embedder = load_embedder("openai:test-embed", "http://127.0.0.1:9/v1")
+    with pytest.raises(EmbedderError, match=r"127\.0\.0\.1:9.*OSSRAG_EMBED_BASE_URL") as caught:
+        embedder.embed(["x"])
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("nonsense", "unknown embedder 'nonsense'"),
+        ("openai:x", "needs OSSRAG_EMBED_BASE_URL"),
+        ("pymilvus-default", "pymilvus"),
+        ("st:/no/such/model", "cannot load sentence-transformers model"),
+    ],
+)
+def test_bad_embedder_specs_fail_fast_and_clearly(spec: str, message: str) -> None:
+    with pytest.raises(EmbedderError, match=message):
+        load_embedder(spec)
