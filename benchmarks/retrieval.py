@@ -1,0 +1,56 @@
+"""Retrieval quality, ossrag vs the original tutorial's recipe, on one question set.
+
+    python benchmarks/retrieval.py [SET.jsonl] [--corpus DIR] [--mode hybrid] [--json]
+
+Each recipe ingests the corpus into its own cached throwaway store (reused on the next run), then
+answers every question; prints a markdown table (README-ready) or one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ossrag.config import load_settings
+from ossrag.evaluation import RECALL_AT, load_items, retrieval_reports
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "question_set", type=Path, nargs="?", default=SHARED / "eval" / "milvus-docs-dev.jsonl"
+    )
+    parser.add_argument("--corpus", type=Path, default=SHARED / "corpus" / "milvus-docs")
+    parser.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid")
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    if not args.question_set.exists() or not args.corpus.is_dir():
+        sys.exit(f"error: need {args.question_set} and {args.corpus} (see --help)")
+    logging.getLogger("pymilvus").setLevel(logging.ERROR)
+
+    settings = load_settings(mode=args.mode)
+    items = load_items(args.question_set)
+    reports = retrieval_reports(settings, items, corpus=args.corpus, k=args.k, baseline="tutorial")
+    summaries = {report.name: report.summary() for report in reports}
+    if args.json:
+        print(json.dumps(summaries))
+        return
+    keys = [f"recall@{n}" for n in RECALL_AT] + ["mrr@10"]
+    print(f"{args.question_set.name}, n={len(items)}, corpus {args.corpus.name}\n")
+    print("| recipe | " + " | ".join(keys) + " | p50 ms | p95 ms |")
+    print("|---|" + "---|" * (len(keys) + 2))
+    for name, s in summaries.items():
+        cells = [f"{s[key]:.3f}" for key in keys]
+        cells += [f"{s['latency_ms']['p50']:.1f}", f"{s['latency_ms']['p95']:.1f}"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Query rewriting through the (scripted) LLM: expansion, fusion, and the offline fallback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llm_server import Reply, ScriptedLLMServer
+
+from ossrag.config import Settings
+from ossrag.embeddings import Embedder
+from ossrag.index import Index
+from ossrag.llm import LLMClient, LLMConfig
+from ossrag.rewrite import expand_query
+
+
+def test_expand_query_parses_lines_and_dedupes() -> None:
+    reply = Reply(
+        dialect="reasoning",
+        reasoning="Italian question; translate.",
+        content="1. Where are inserted vectors kept?\n- vector storage MinIO S3\n\nWhere are "
+        "inserted vectors kept?\n",
+    )
+    with ScriptedLLMServer(reply) as server:
+        llm = LLMClient(LLMConfig(base_url=server.base_url, model="gpt-oss-20b"))
+        queries = expand_query(llm, "Dove sono conservati i vettori?")
+        body = server.bodies()[-1]
+    assert queries == [
+        "Dove sono conservati i vettori?",
+        "Where are inserted vectors kept?",
+        "vector storage MinIO S3",
+    ]
+    assert body["reasoning_effort"] == "low"
+    assert body["messages"][-1]["content"] == "Dove sono conservati i vettori?"
+
+
+def test_rewritten_queries_find_what_the_original_cannot(
+    settings: Settings, embedder: Embedder, docs: Path
+) -> None:
+    with ScriptedLLMServer(Reply(content="backup tool snapshot etcd")) as server:
+        s = settings.model_copy(update={"base_url": server.base_url, "model": "gpt-oss-20b"})
+        index = Index(s, embedder=embedder)
+        index.ingest([docs])
+        plain = index.search("zzqx qqxz", k=1, mode="bm25")
+        rewritten = index.search("zzqx qqxz", k=1, mode="bm25", rewrite=True)
+        index.close()
+    assert plain.passages == []
+    assert "backup tool" in rewritten.passages[0].text
+    assert 0 < rewritten.passages[0].score <= 1
+
+
+def test_rewrite_falls_back_with_notice_when_llm_is_down(index: Index, docs: Path) -> None:
+    index.ingest([docs])
+    index.settings = index.settings.model_copy(update={"base_url": "http://127.0.0.1:9/v1"})
+    result = index.search("backup tool", k=2, rewrite=True)
+    assert result.passages and "query rewriting is off" in result.notice
+    assert "127.0.0.1:9" in result.notice
