@@ -1,0 +1,673 @@
+"""`ossrag serve`: the RAG pipeline as an OpenAI-compatible API, plus a small web UI.
+
+A thin HTTP shell over `ossrag.Index`. One process serves many clients: the embedder and the
+Milvus client are loaded once at startup, and every blocking stage (embedding, search, the LLM
+stream, ingest) runs in worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import uvicorn
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+
+from ossrag.budget import ContextBudgetError
+from ossrag.config import ConfigError, Effort, Mode, Settings
+from ossrag.embeddings import EmbedderError
+from ossrag.index import Index
+from ossrag.ingest import Progress
+from ossrag.llm import ContentDelta, LLMError, ReasoningDelta
+from ossrag.loaders import Found, discover
+from ossrag.models import Passage
+from ossrag.rag import Answer, AskEvent, Retrieved
+from ossrag.store import StoreError
+
+log = logging.getLogger("ossrag.server")
+
+WEB_DIR = Path(__file__).parent / "web"
+# The RAG "models": the configured retrieval mode, or one forced.
+MODELS: dict[str, Mode | None] = {
+    "ossrag": None,
+    "ossrag-hybrid": "hybrid",
+    "ossrag-dense": "dense",
+    "ossrag-bm25": "bm25",
+}
+WORKER_THREADS = 64  # concurrent blocking calls (each open answer stream holds one)
+GRACE_SECONDS = 30  # on shutdown, open streams get this long to finish
+MAX_JOBS = 100  # ingest jobs remembered
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+
+
+def _error_body(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def _error_response(status: int, message: str, kind: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(_error_body(message, kind), status_code=status, headers=headers)
+
+
+def _api_error(exc: Exception) -> ApiError:
+    """A library error as the HTTP error a client should see."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ContextBudgetError):
+        return ApiError(400, str(exc))
+    if isinstance(exc, LLMError):
+        return ApiError(502, str(exc), "llm_error")
+    if isinstance(exc, (StoreError, EmbedderError)):
+        return ApiError(503, str(exc), "server_error")
+    if isinstance(exc, TimeoutError):
+        return ApiError(504, "the request took longer than OSSRAG_REQUEST_TIMEOUT", "timeout")
+    log.error("unexpected error", exc_info=exc)
+    return ApiError(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
+
+
+# --------------------------------------------------------------------------- request bodies
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    @property
+    def text(self) -> str:
+        """The message's text; content parts other than text are ignored."""
+        if isinstance(self.content, list):
+            return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    """OpenAI's chat-completions body; fields ossrag does not use are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = "ossrag"
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    reasoning_effort: Effort | None = None
+    top_k: int | None = Field(None, ge=1, le=100, description="ossrag: passages to retrieve")
+    footnotes: bool = Field(True, description="ossrag: append a Sources list to the answer")
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(min_length=1)
+    top_k: int | None = Field(None, ge=1, le=100)
+    mode: Mode | None = None
+
+
+class IngestRequest(BaseModel):
+    paths: list[str] = Field(min_length=1, description="absolute paths under an allowed root")
+    include: list[str] = []
+    exclude: list[str] = []
+    prune: bool = Field(True, description="remove files that disappeared from the directories")
+
+
+# --------------------------------------------------------------------------- ingest jobs
+
+
+@dataclass
+class IngestJob:
+    """One background ingest and its progress."""
+
+    id: str
+    paths: list[str]
+    status: str = "queued"  # queued | running | done | failed | cancelled
+    files_done: int = 0
+    files_total: int = 0
+    chunks_embedded: int = 0
+    report: dict[str, Any] | None = None
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "paths": self.paths,
+            "status": self.status,
+            "files_done": self.files_done,
+            "files_total": self.files_total,
+            "chunks_embedded": self.chunks_embedded,
+            "report": self.report,
+            "error": self.error,
+            "created": self.created,
+            "finished": self.finished,
+        }
+
+
+class _Cancelled(Exception):
+    """Raised from the progress callback to stop an ingest when the server shuts down."""
+
+
+class IngestJobs:
+    """Ingests run one at a time in a background thread (they all write the one store)."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="ossrag-ingest")
+        self._jobs: dict[str, IngestJob] = {}
+        self._stop = threading.Event()
+
+    def submit(self, paths: list[Path], request: IngestRequest) -> IngestJob:
+        job = IngestJob(uuid.uuid4().hex[:12], [str(p) for p in paths])
+        self._jobs[job.id] = job
+        for old in list(self._jobs)[:-MAX_JOBS]:
+            if self._jobs[old].finished is not None:
+                del self._jobs[old]
+        self._executor.submit(self._run, job, paths, request)
+        return job
+
+    def get(self, job_id: str) -> IngestJob | None:
+        return self._jobs.get(job_id)
+
+    def all(self) -> list[IngestJob]:
+        return list(self._jobs.values())
+
+    def shutdown(self) -> None:
+        """Stop the running ingest after its current file (the store stays consistent)."""
+        self._stop.set()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, job: IngestJob, paths: list[Path], request: IngestRequest) -> None:
+        job.status = "running"
+
+        def progress(p: Progress) -> None:
+            job.files_done, job.files_total, job.chunks_embedded = (
+                p.files_done,
+                p.files_total,
+                p.chunks_embedded,
+            )
+            if self._stop.is_set():
+                raise _Cancelled
+
+        try:
+            report = self.index.ingest(
+                paths,
+                include=request.include,
+                exclude=request.exclude,
+                prune=request.prune,
+                progress=progress,
+            )
+            job.report, job.status = report.to_dict(), "done"
+        except _Cancelled:
+            job.status, job.error = "cancelled", "the server shut down"
+        except Exception as exc:  # a background job reports every failure in its status
+            job.status, job.error = "failed", str(exc) or type(exc).__name__
+            if not isinstance(exc, (StoreError, EmbedderError)):
+                log.exception("ingest job %s failed", job.id)
+        finally:
+            job.finished = time.time()
+
+
+def check_ingest_paths(
+    paths: Sequence[str], roots: Sequence[str], include: Sequence[str], exclude: Sequence[str]
+) -> list[Path]:
+    """The paths resolved, if each lies under an allowed root and no symlink below it leads
+    out of them; otherwise ApiError(400) naming the path. No file is opened here."""
+    if not roots:
+        raise ApiError(400, "ingest over HTTP is off: set OSSRAG_ALLOWED_ROOTS / --allowed-root")
+    allowed = [Path(root).expanduser().resolve() for root in roots]
+
+    def inside(path: Path) -> bool:
+        return any(path.is_relative_to(root) for root in allowed)
+
+    resolved: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_absolute():
+            raise ApiError(400, f"ingest path {raw!r} must be absolute")
+        real = path.resolve()
+        if not inside(real):
+            raise ApiError(400, f"ingest path {raw!r} is outside the allowed roots")
+        if not real.exists():
+            raise ApiError(400, f"ingest path {raw!r}: no such file or directory")
+        for item in discover([real], include, exclude):
+            if isinstance(item, Found) and not inside(Path(os.path.realpath(item.path))):
+                raise ApiError(
+                    400, f"ingest path {raw!r}: {item.path} links outside the allowed roots"
+                )
+        resolved.append(real)
+    return resolved
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def load_api_keys(settings: Settings) -> list[str]:
+    """Keys from OSSRAG_API_KEYS and the lines of OSSRAG_API_KEYS_FILE (# comments allowed)."""
+    keys = list(settings.api_keys)
+    if settings.api_keys_file:
+        try:
+            lines = Path(settings.api_keys_file).expanduser().read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the API keys file {settings.api_keys_file} "
+                f"(OSSRAG_API_KEYS_FILE / --api-keys-file): {exc.strerror or exc}"
+            ) from None
+        keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    return keys
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def warm_up(index: Index) -> None:
+    """Load the embedder and open the store now, once, rather than on the first request."""
+    index.embedder.embed_query("warm up")
+    index.store.info()
+    _ = index.llm
+
+
+async def _in_thread(fn: Callable[[], T], timeout: float) -> T:
+    """Run a blocking call in a worker thread, giving up (TimeoutError) after `timeout` s."""
+    with anyio.fail_after(timeout):
+        return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+
+
+def _location(p: Passage) -> str:
+    where = p.source + (f" › {p.heading}" if p.heading else "")
+    return f"{where} (lines {p.start_line}-{p.end_line})"
+
+
+def _sources(passages: Sequence[Passage]) -> list[dict[str, Any]]:
+    return [{"n": n, **p.to_dict()} for n, p in enumerate(passages, 1)]
+
+
+def _footnotes(answer: Answer) -> str:
+    cited = answer.cited
+    if not cited:
+        return ""
+    lines = [f"[{n}] {_location(answer.passages[n - 1])}" for n in cited]
+    return "\n\nSources:\n" + "\n".join(lines)
+
+
+def _sse(payload: Any) -> bytes:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
+
+
+def _question_and_history(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[str, str]]]:
+    """The last user message, and the user/assistant turns before it."""
+    last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+    if last is None or not messages[last].text.strip():
+        raise ApiError(400, "messages: the last user message has no text to answer")
+    history = [
+        {"role": m.role, "content": m.text}
+        for m in messages[:last]
+        if m.role in ("user", "assistant") and m.text
+    ]
+    return messages[last].text, history
+
+
+class _Chat:
+    """One chat completion: the pieces of an OpenAI response around an ask_stream."""
+
+    def __init__(self, index: Index, request: ChatRequest, timeout: float) -> None:
+        if request.model not in MODELS:
+            raise ApiError(
+                404,
+                f"model {request.model!r} does not exist: use one of {', '.join(MODELS)}",
+                "model_not_found",
+            )
+        self.request = request
+        question, history = _question_and_history(request.messages)
+        self.events: Iterator[AskEvent] = index.ask_stream(
+            question,
+            k=request.top_k,
+            mode=MODELS[request.model],
+            effort=request.reasoning_effort,
+            history=history,
+        )
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.deadline = time.monotonic() + timeout
+
+    async def next_event(self) -> AskEvent | None:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        return await _in_thread(lambda: next(self.events, None), remaining)
+
+    def close(self) -> None:
+        """Close the generator, and with it the LLM stream (unless a worker still runs it:
+        then it is closed when that worker returns and the generator is collected)."""
+        close = getattr(self.events, "close", None)
+        if close is not None:
+            with suppress(ValueError):
+                close()
+
+    def chunk(self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
+        """One SSE chunk; `delta=None` makes the usage-only chunk (no choices)."""
+        choices = (
+            []
+            if delta is None
+            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        )
+        return _sse(
+            {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.request.model,
+                "choices": choices,
+                **extra,
+            }
+        )
+
+    def completion(self, answer: Answer) -> dict[str, Any]:
+        text = answer.text + (_footnotes(answer) if self.request.footnotes else "")
+        message = {"role": "assistant", "content": text, "reasoning": answer.reasoning or None}
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.request.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": answer.finish_reason or "stop",
+                }
+            ],
+            "usage": answer.usage,
+            "sources": [{**s, "cited": s["n"] in answer.cited} for s in _sources(answer.passages)],
+            **({"notice": answer.notice} if answer.notice else {}),
+        }
+
+    async def stream(self, first: list[AskEvent]) -> AsyncIterator[bytes]:
+        """SSE chunks shaped like OpenAI's; `first` are the events already pulled."""
+        include_usage = bool((self.request.stream_options or {}).get("include_usage"))
+        try:
+            pending = list(first)
+            while True:
+                event = pending.pop(0) if pending else await self.next_event()
+                if event is None:
+                    break
+                if isinstance(event, Retrieved):
+                    notice = {"notice": event.result.notice} if event.result.notice else {}
+                    yield self.chunk(
+                        {"role": "assistant", "content": ""},
+                        sources=_sources(event.result.passages),
+                        **notice,
+                    )
+                elif isinstance(event, ReasoningDelta):
+                    yield self.chunk({"reasoning": event.text})
+                elif isinstance(event, ContentDelta):
+                    yield self.chunk({"content": event.text})
+                elif isinstance(event, Answer):
+                    if self.request.footnotes and (notes := _footnotes(event)):
+                        yield self.chunk({"content": notes})
+                    yield self.chunk({}, event.finish_reason or "stop", cited=event.cited)
+                    if include_usage:
+                        yield self.chunk(None, usage=event.usage)
+            yield b"data: [DONE]\n\n"
+        except Exception as exc:  # headers are sent: the error travels as an SSE event
+            error = _api_error(exc)
+            yield _sse(_error_body(str(error), error.kind))
+        finally:
+            self.close()
+
+
+# --------------------------------------------------------------------------- the app
+
+_bearer = HTTPBearer(auto_error=False, description="one of OSSRAG_API_KEYS")
+
+
+async def require_key(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """With API keys configured, the request must carry one as a Bearer token."""
+    keys: list[str] = request.app.state.api_keys
+    if not keys:
+        return
+    given = credentials.credentials.encode() if credentials else b""
+    if not any(hmac.compare_digest(given, key.encode()) for key in keys):
+        raise ApiError(
+            401,
+            "missing or wrong API key: send Authorization: Bearer <key>",
+            "authentication_error",
+        )
+
+
+def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
+    """The API and web UI over `index` (made from `settings` and closed with the app if None).
+
+    `settings` configures the server (keys, roots, limits); the index's own settings configure
+    retrieval and the LLM.
+    """
+    owned = index is None
+    ix = index if index is not None else Index(settings)
+    keys = load_api_keys(settings)
+    jobs = IngestJobs(ix)
+    timeout = settings.request_timeout
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+        await anyio.to_thread.run_sync(warm_up, ix)
+        yield
+        await anyio.to_thread.run_sync(jobs.shutdown)
+        if owned:
+            ix.close()
+
+    app = FastAPI(
+        title="ossrag",
+        summary="Answers from your documents, as an OpenAI-compatible model",
+        version="0.1.0",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
+    app.state.index, app.state.jobs = ix, jobs
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+
+    app.state.api_keys = keys
+    auth = [Depends(require_key)]
+
+    @app.exception_handler(ApiError)
+    async def _on_api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error_response(exc.status, str(exc), exc.kind)
+
+    @app.exception_handler(HTTPException)
+    async def _on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error_response(exc.status_code, str(exc.detail), "invalid_request_error")
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return _error_response(400, f"{where}: {first['msg']}", "invalid_request_error")
+
+    # -- health
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """Readiness: Milvus reachable, embedder loaded, LLM answering."""
+
+        def checks() -> dict[str, dict[str, Any]]:
+            try:
+                ix.store.client.list_collections()
+                milvus = {"ok": True, "detail": ix.settings.db}
+            except Exception as exc:
+                milvus = {"ok": False, "detail": str(exc).splitlines()[0] if str(exc) else ""}
+            loaded = "embedder" in ix.__dict__
+            embedder = {"ok": loaded, "detail": ix.embedder.name if loaded else "not loaded"}
+            ok, detail = ix.llm.check()
+            return {"milvus": milvus, "embedder": embedder, "llm": {"ok": ok, "detail": detail}}
+
+        result = await anyio.to_thread.run_sync(checks)
+        ready = all(check["ok"] for check in result.values())
+        return JSONResponse({"ready": ready, "checks": result}, status_code=200 if ready else 503)
+
+    # -- OpenAI-compatible
+
+    @app.get("/v1/models", dependencies=auth, tags=["openai"])
+    async def models() -> dict[str, Any]:
+        """The RAG "models": `ossrag` uses the configured retrieval mode."""
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "ossrag"} for name in MODELS
+        ]
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/chat/completions", dependencies=auth, tags=["openai"], response_model=None)
+    async def chat_completions(body: ChatRequest) -> Response:
+        """Retrieve for the last user message and answer with the configured LLM."""
+        chat = _Chat(ix, body, timeout)
+        try:
+            if not body.stream:
+                answer: Answer | None = None
+                while (event := await chat.next_event()) is not None:
+                    if isinstance(event, Answer):
+                        answer = event
+                assert answer is not None, "stream_answer always ends with an Answer"
+                chat.close()
+                return JSONResponse(chat.completion(answer))
+            # Pull up to the first LLM event so a dead LLM is an HTTP error, not a broken stream.
+            first: list[AskEvent] = []
+            while not first or isinstance(first[-1], Retrieved):
+                event = await chat.next_event()
+                if event is None:
+                    break
+                first.append(event)
+        except Exception as exc:
+            chat.close()
+            raise _api_error(exc) from None
+        return StreamingResponse(
+            chat.stream(first),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    # -- ossrag
+
+    @app.post("/v1/search", dependencies=auth, tags=["ossrag"])
+    async def search(body: SearchRequest) -> dict[str, Any]:
+        """Passages with scores (higher is better); no LLM."""
+        try:
+            result = await _in_thread(lambda: ix.search(body.query, body.top_k, body.mode), timeout)
+        except Exception as exc:
+            raise _api_error(exc) from None
+        return {
+            "results": [p.to_dict() for p in result.passages],
+            "mode": result.mode,
+            **({"notice": result.notice} if result.notice else {}),
+        }
+
+    @app.post("/v1/ingest", dependencies=auth, tags=["ossrag"], status_code=202)
+    async def ingest(body: IngestRequest) -> dict[str, Any]:
+        """Start ingesting paths under the allowed roots; poll GET /v1/ingest/{id}."""
+        roots = settings.allowed_roots
+        paths = await _in_thread(
+            lambda: check_ingest_paths(body.paths, roots, body.include, body.exclude), timeout
+        )
+        return jobs.submit(paths, body).to_dict()
+
+    @app.get("/v1/ingest", dependencies=auth, tags=["ossrag"])
+    async def ingest_jobs() -> dict[str, Any]:
+        """Every remembered ingest job, newest last."""
+        return {"jobs": [job.to_dict() for job in jobs.all()]}
+
+    @app.get("/v1/ingest/{job_id}", dependencies=auth, tags=["ossrag"])
+    async def ingest_job(job_id: str) -> dict[str, Any]:
+        """Progress of one ingest job."""
+        job = jobs.get(job_id)
+        if job is None:
+            raise ApiError(404, f"no ingest job {job_id!r}", "not_found")
+        return job.to_dict()
+
+    # -- web UI (static files only: every data route above needs a key)
+
+    @app.get("/", include_in_schema=False)
+    async def web_ui() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    return app
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def check_bind(settings: Settings, keys: Sequence[str]) -> None:
+    """Refuse to expose an unauthenticated server beyond this machine unless told to."""
+    if not keys and not settings.insecure and not is_loopback(settings.host):
+        raise ConfigError(
+            f"refusing to serve on {settings.host} without an API key: set OSSRAG_API_KEYS / "
+            "--api-keys (or --insecure to allow anyone who can reach it)"
+        )
+
+
+def serve(settings: Settings) -> None:
+    """Run the API and web UI until interrupted; open streams get GRACE_SECONDS to finish."""
+    check_bind(settings, load_api_keys(settings))
+    index = Index(settings)
+    try:
+        warm_up(index)
+        app = create_app(settings, index)
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            timeout_graceful_shutdown=GRACE_SECONDS,
+            log_level="info",
+        )
+    finally:
+        index.close()
