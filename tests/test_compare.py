@@ -1,0 +1,118 @@
+"""`ossrag eval answers`: models × efforts, judge scores, resumable cache, JSON and HTML."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from llm_server import Reply, ScriptedLLMServer
+from typer.testing import CliRunner
+
+from ossrag.cli import app
+from ossrag.compare import compare, load_cache, summarise
+from ossrag.config import load_settings
+from ossrag.evaluation import load_items
+from ossrag.index import Index
+
+ITEMS = [
+    {"id": "q1", "question": "Where does the engine keep inserted vectors?",
+     "evidence": ["object storage such as MinIO or S3"], "answer": "In object storage."},
+    {"id": "q2", "question": "How many query nodes does the cluster have?",
+     "evidence": ["three query nodes"], "answer": "Three."},
+]  # fmt: skip
+
+
+def respond(body: dict[str, Any]) -> Reply:
+    if body["model"] == "judge":
+        if "I cannot tell" in body["messages"][-1]["content"]:
+            return Reply(content="not json")
+        return Reply(content='{"correctness": 4, "faithfulness": 5, "rationale": "Supported."}')
+    if body["model"] == "gpt-oss-120b":
+        return Reply(content="I cannot tell.", reasoning="short")
+    return Reply(content="See [1][2][3].", reasoning="x" * 40)
+
+
+@pytest.fixture
+def setup(tmp_path: Path, llm: ScriptedLLMServer, docs: Path) -> tuple[Index, Path]:
+    for name in ("gpt-oss-20b", "gpt-oss-120b", "judge"):
+        llm.add_model(name, Reply(respond=respond))
+    settings = load_settings(
+        db=str(tmp_path / "store.db"), base_url=llm.base_url, model="gpt-oss-20b", top_k=3,
+        embedder="openai:hashed", embed_base_url=llm.base_url,
+    )  # fmt: skip
+    index = Index(settings)
+    index.ingest([docs])
+    question_set = tmp_path / "set.jsonl"
+    question_set.write_text("\n".join(json.dumps(item) for item in ITEMS) + "\n")
+    return index, question_set
+
+
+def test_compare_models_and_efforts(setup: tuple[Index, Path], llm: ScriptedLLMServer) -> None:
+    index, question_set = setup
+    items = load_items(question_set)
+    cache = question_set.parent / "cache.jsonl"
+    models, efforts = ["gpt-oss-20b", "gpt-oss-120b"], ["low", "high"]
+    rows = compare(index, items, models, efforts, judge_model="judge", cache=cache)
+    assert [(r.model, r.effort, r.id) for r in rows] == [
+        (m, e, i["id"]) for m in models for e in efforts for i in ITEMS
+    ]
+    answers = [b for b in llm.bodies() if b["model"] != "judge"]
+    assert [b["reasoning_effort"] for b in answers] == ["low", "low", "high", "high"] * 2
+    small = [r for r in rows if r.model == "gpt-oss-20b"]
+    big = [r for r in rows if r.model == "gpt-oss-120b"]
+    assert all(r.citation_hit and r.cited == [1, 2, 3] for r in small)
+    assert not any(r.citation_hit for r in big)
+    assert all(r.reasoning_chars == 40 and r.usage and r.ttft_ms > 0 for r in small)
+    assert all(r.tokens_per_s and r.tokens_per_s > 0 for r in small)
+    assert all((r.correctness, r.faithfulness) == (4, 5) for r in small)
+    assert all(r.correctness is None and "unreadable" in r.rationale for r in big)
+    by_model = {(s["model"], s["effort"]): s for s in summarise(rows)}
+    assert by_model["gpt-oss-20b", "low"]["citation_hit"] == 1.0
+    assert by_model["gpt-oss-120b", "high"]["citation_hit"] == 0.0
+    assert by_model["gpt-oss-20b", "high"]["correctness"] == 4.0
+
+    # Resumable: a finished run asks nothing again; a cut-short cache redoes only what is missing.
+    sent = len(llm.bodies())
+    assert compare(index, items, models, efforts, judge_model="judge", cache=cache) == rows
+    assert len(llm.bodies()) == sent
+    lines = cache.read_text().splitlines()
+    cache.write_text("\n".join(lines[:-2]) + "\n{broken\n")
+    again = compare(index, items, models, efforts, judge_model="judge", cache=cache)
+    assert len(llm.bodies()) == sent + 4  # two answers and their two verdicts
+    assert [r.key for r in again] == [r.key for r in rows]
+    assert len(load_cache(cache)) == 8
+    index.close()
+
+
+def test_cli_eval_answers(setup: tuple[Index, Path], llm: ScriptedLLMServer) -> None:
+    index, question_set = setup
+    db = index.settings.db
+    index.close()
+    runner = CliRunner()
+    base = ["--db", db, "--base-url", llm.base_url, "--cache", str(question_set.parent / "c"),
+            "--embedder", "openai:hashed", "--embed-base-url", llm.base_url]  # fmt: skip
+    bad = runner.invoke(app, ["eval", "answers", str(question_set), "--model", "m",
+                              "--effort", "low,extreme", *base])  # fmt: skip
+    assert bad.exit_code == 1 and "--effort 'low,extreme'" in bad.stderr
+    report = question_set.parent / "report.html"
+    result = runner.invoke(
+        app,
+        ["eval", "answers", str(question_set), "--model", "gpt-oss-20b", "--model",
+         "gpt-oss-120b", "--judge", "judge", "--effort", "medium", "--html", str(report),
+         "--json", *base],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert len(payload["rows"]) == 4 and len(payload["summary"]) == 2
+    page = report.read_text()
+    png = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
+    assert png and base64.b64decode(png.group(1)).startswith(b"\x89PNG")
+    assert "See [1][2][3]." in page and "gpt-oss-120b" in page
+    table = runner.invoke(app, ["eval", "answers", str(question_set), "--model", "gpt-oss-20b",
+                                "--effort", "medium", *base], env={"COLUMNS": "200"})  # fmt: skip
+    assert table.exit_code == 0 and "cited ok" in table.stdout
+    assert re.search(r"gpt-oss-20b\s*│\s*medium\s*│\s*1\.0\s*│\s*4\.0", table.stdout)
