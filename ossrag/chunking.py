@@ -86,10 +86,12 @@ def chunk_document(
 ) -> list[Chunk]:
     """Split ``doc`` into chunks with ``count_tokens(chunk.embed_text) <= max_tokens``.
 
-    The format comes from ``doc.meta["format"]`` ("markdown", "rst"; anything else is plain
-    text), or from the source's suffix when absent. Markdown front matter (YAML ``---`` or
-    TOML ``+++``) is not chunked. Sections without body text (a heading directly followed by
-    a sub-heading) produce no chunk; their title lives on in the children's heading path.
+    The format comes from ``doc.meta["format"]`` ("markdown", "rst"; "pages" is plain text
+    whose pages are separated by form-feed lines, and each chunk gets ``meta["page"]``: 3, or
+    "3-4" across a page break; anything else is plain text), or from the source's suffix when
+    absent. Markdown front matter (YAML ``---`` or TOML ``+++``) is not chunked. Sections without
+    body text (a heading directly followed by a sub-heading) produce no chunk; their title lives
+    on in the children's heading path.
     """
     if max_tokens < MIN_MAX_TOKENS:
         raise ValueError(f"max_tokens must be at least {MIN_MAX_TOKENS}, got {max_tokens}")
@@ -108,6 +110,8 @@ def chunk_document(
     else:
         parsed = _parse_plain(text)
     chunker = _Chunker(text, parsed, max_tokens, count_tokens, overlap_tokens)
+    # "pages" (PDF text): a line holding only a form feed separates pages
+    breaks = [i for i, line in enumerate(parsed.lines) if line == "\f"] if fmt == "pages" else []
     doc_id = doc.doc_id
     chunks: list[Chunk] = []
     for path, body, start_line, end_line in chunker.run():
@@ -120,9 +124,17 @@ def chunk_document(
                 start_line=start_line,
                 end_line=end_line,
                 text=body,
+                meta={"page": _pages(breaks, start_line, end_line)} if fmt == "pages" else {},
             )
         )
     return chunks
+
+
+def _pages(breaks: list[int], start_line: int, end_line: int) -> int | str:
+    """The page a chunk is on (1-based), or "first-last" when it runs over a page break."""
+    first = bisect_right(breaks, start_line - 1) + 1
+    last = bisect_right(breaks, end_line - 1) + 1
+    return first if first == last else f"{first}-{last}"
 
 
 def chunk_id(doc_id: str, ordinal: int, text: str) -> str:

@@ -42,7 +42,8 @@ class IngestReport:
 
     @property
     def warnings(self) -> list[str]:
-        return [f"{source}: {reason}" for source, reason in self.skipped]
+        """One line per skipped file; control characters (a newline in a name) are escaped."""
+        return [_one_line(f"{source}: {reason}") for source, reason in self.skipped]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +78,7 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+Chunker = Callable[[Document], list[Chunk]]
 _DONE = object()
 
 
@@ -91,8 +93,10 @@ class Ingestor:
         chunk_tokens: int = 256,
         chunk_overlap: int = 32,
         max_bytes: int = 20_000_000,
+        chunker: Chunker | None = None,
     ) -> None:
         self.store = store
+        self.chunker = chunker
         self.embedder = embedder
         self.chunk_tokens = min(chunk_tokens, embedder.max_tokens)
         self.chunk_overlap = chunk_overlap
@@ -160,12 +164,15 @@ class Ingestor:
         if previous is not None and previous.sha256 == document.sha256:
             report.files_unchanged += 1
             return None
-        chunks = chunk_document(
-            document,
-            max_tokens=self.chunk_tokens,
-            count_tokens=self.embedder.count_tokens,
-            overlap_tokens=self.chunk_overlap,
-        )
+        if self.chunker is not None:
+            chunks = self.chunker(document)
+        else:
+            chunks = chunk_document(
+                document,
+                max_tokens=self.chunk_tokens,
+                count_tokens=self.embedder.count_tokens,
+                overlap_tokens=self.chunk_overlap,
+            )
         return _Changed(document, chunks, previous)
 
     @staticmethod
@@ -263,6 +270,10 @@ class Ingestor:
         self.store.flush()
         report.files_removed += len(gone)
         report.chunks_deleted += sum(record.chunks for record in gone)
+
+
+def _one_line(text: str) -> str:
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def _is_under(path: str, directory: str) -> bool:

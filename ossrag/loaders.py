@@ -9,8 +9,8 @@ Two steps, kept separate so the caller can report progress and errors per file:
 
 File formats are a registry keyed by suffix (:func:`register_loader`). A :class:`Loader` turns
 a path and its raw bytes into text plus a format name that tells the chunker how to split it
-("markdown", "rst", "text"). Formats that need extraction (PDF, HTML, docx) can be registered
-later behind the same interface.
+("markdown", "rst", "text"). PDF, HTML, .docx, .ipynb and source code are registered
+by :mod:`ossrag.formats` behind the same interface.
 
 Include/exclude patterns (see :func:`matches`) are shell globs matched against the file's path
 relative to the directory the user named, with forward slashes, e.g. ``--include '*.md'
@@ -72,6 +72,9 @@ IGNORED_DIRS: frozenset[str] = frozenset(
 )
 
 _BINARY_SNIFF_BYTES = 8192
+
+#: Directories nested deeper than this below a named directory are reported, not walked.
+MAX_DEPTH = 64
 
 
 # --------------------------------------------------------------------------- errors & results
@@ -250,7 +253,8 @@ def discover(
     * A directory is walked recursively. Below it, hidden entries (name starting with ".")
       and :data:`IGNORED_DIRS` are skipped, files with unsupported suffixes are silently
       ignored, symlinks are followed but each real directory is walked once (no loops), and
-      a file reached twice (e.g. through a symlink) is yielded once.
+      a file reached twice (e.g. through a symlink) is yielded once. A directory more than
+      :data:`MAX_DEPTH` levels down is Skipped.
     * A file named directly is yielded whatever its name, with its parent as root; if its
       suffix has no loader it is :class:`Skipped`.
     * ``include``/``exclude`` are globs (see :func:`matches`) against the path relative to
@@ -308,6 +312,9 @@ def _walk(
     seen_dirs: set[str],
     seen_files: set[str],
 ) -> Iterator[Found | Skipped]:
+    if rel.count("/") >= MAX_DEPTH:
+        yield Skipped(directory, f"directory nested more than {MAX_DEPTH} levels deep")
+        return
     real = os.path.realpath(directory)
     if real in seen_dirs:
         return
@@ -404,3 +411,7 @@ def load(found: Found, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
 
 def _too_large(size: int, limit: int) -> str:
     return f"file too large: {size:,} bytes (limit {limit:,})"
+
+
+# PDF, HTML, .docx, .ipynb and source code: registered here so that every caller sees them.
+from ossrag import formats as _formats  # noqa: E402, F401

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
 
-import numpy as np
 import Stemmer
 from pymilvus import (
     AnnSearchRequest,
@@ -20,11 +22,14 @@ from pymilvus import (
     MilvusClient,
     MilvusException,
     RRFRanker,
+    WeightedRanker,
 )
+from pymilvus.client.types import Status
 
 from ossrag.embeddings import Vectors
 from ossrag.models import Chunk
 
+Ranker: TypeAlias = RRFRanker | WeightedRanker
 SCHEMA_VERSION = 1
 INFO_ID = "__ossrag_collection__"
 CHUNK_FIELDS = ["id", "doc_id", "source", "heading", "start_line", "end_line", "text", "meta"]
@@ -41,6 +46,66 @@ STOPWORDS = frozenset(
 
 class StoreError(Exception):
     """Milvus cannot be opened or used; the message says what to change."""
+
+
+#: Seconds to wait before each new try when the Milvus server cannot be reached.
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _milvus_call(
+    action: str,
+) -> Callable[[Callable[Concatenate[Store, _P], _R]], Callable[Concatenate[Store, _P], _R]]:
+    """Retry a Store method with backoff while the server is unreachable (every call is
+    idempotent), loading the collections again if a restarted server released them; then, or
+    on any other Milvus error, raise a one-line StoreError."""
+
+    def wrap(method: Callable[Concatenate[Store, _P], _R]) -> Callable[Concatenate[Store, _P], _R]:
+        @functools.wraps(method)
+        def call(self: Store, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            reloaded = False
+            tries = 0
+            while True:
+                try:
+                    if reloaded and not self._loaded:
+                        self._load()
+                    return method(self, *args, **kwargs)
+                except MilvusException as exc:
+                    message = " ".join(str(exc.message or exc).split())
+                    if "call load()" in message and not reloaded:
+                        reloaded, self._loaded = True, False
+                        continue
+                    if exc.code != Status.CONNECT_FAILED:
+                        raise StoreError(
+                            f"Milvus at {self.uri} failed to {action}: {message}"
+                        ) from None
+                    tries += 1
+                    if tries > len(self.retry_delays):
+                        raise StoreError(
+                            f"lost the connection to Milvus at {self.uri} while trying to "
+                            f"{action} ({tries} tries): is the server running? "
+                            "(OSSRAG_DB / --db)"
+                        ) from None
+                    time.sleep(self.retry_delays[tries - 1])
+
+        return call
+
+    return wrap
+
+
+def _locked_elsewhere(path: Path) -> bool:
+    """Does another process hold Milvus Lite's lock on this store?"""
+    lock = path / "LOCK"
+    if not lock.exists():
+        return False
+    with lock.open("rb") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 def bm25_terms(text: str) -> str:
@@ -91,6 +156,7 @@ class Store:
         self.collection = collection
         self.files_collection = f"{collection}_files"
         self.client = self._connect(uri, token)
+        self.retry_delays: Sequence[float] = RETRY_DELAYS
         self._info: CollectionInfo | None = None
         self._loaded = False
 
@@ -101,6 +167,8 @@ class Store:
             # Milvus Lite serves gRPC inside this process and logs a traceback for each RPC it
             # does not implement (query_iterator asks for one and then works without it).
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+            # A store locked by another process is reported below, without the engine's traceback.
+            logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
             path = Path(uri).expanduser()
             if not path.name.endswith(".db"):
                 raise StoreError(f"Milvus Lite path {uri!r} must end in .db (set OSSRAG_DB / --db)")
@@ -109,8 +177,9 @@ class Store:
         try:
             return MilvusClient(uri=uri, token=token, timeout=30)
         except Exception as exc:
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if "lock" in message.lower() or "Locked" in type(exc).__name__:
+            message = getattr(exc, "message", "") or str(exc) or type(exc).__name__
+            message = message.splitlines()[0]
+            if is_local and _locked_elsewhere(Path(uri)):
                 raise StoreError(
                     f"{uri} is open in another process; share it with `milvus-lite server "
                     f"--data-dir {uri} --port 19531` and set OSSRAG_DB=http://127.0.0.1:19531"
@@ -118,10 +187,16 @@ class Store:
             raise StoreError(f"cannot open Milvus at {uri} (OSSRAG_DB / --db): {message}") from None
 
     def close(self) -> None:
+        """Disconnect; for Milvus Lite also stop its in-process server and release the lock."""
         self.client.close()
+        if not self.uri.startswith(("http://", "https://", "tcp://", "grpc://")):
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(str(Path(self.uri).expanduser()))
 
     # -- collections -------------------------------------------------------------------------
 
+    @_milvus_call("read the collection info")
     def info(self) -> CollectionInfo | None:
         """The collection's recorded embedder and features, or None if it does not exist."""
         if self._info is None and self.client.has_collection(self.files_collection):
@@ -136,6 +211,7 @@ class Store:
                 ) from None
         return self._info
 
+    @_milvus_call("create the collections")
     def ensure(self, embedder: str, dim: int) -> CollectionInfo:
         """Create the collections on first use; refuse a different embedder afterwards."""
         info = self.info()
@@ -231,6 +307,7 @@ class Store:
                 self.client.load_collection(name)
             self._loaded = True
 
+    @_milvus_call("drop the collections")
     def drop(self) -> None:
         for name in (self.collection, self.files_collection):
             if self.client.has_collection(name):
@@ -240,6 +317,7 @@ class Store:
 
     # -- writes ------------------------------------------------------------------------------
 
+    @_milvus_call("write chunks")
     def insert_chunks(self, chunks: Sequence[Chunk], vectors: Vectors) -> None:
         rows = [
             {
@@ -259,6 +337,7 @@ class Store:
         if rows:
             self.client.upsert(self.collection, rows)
 
+    @_milvus_call("delete chunks")
     def delete_docs(self, doc_ids: Iterable[str]) -> None:
         """Remove every chunk of these files (the manifest rows stay until `forget_files`)."""
         ids = list(doc_ids)
@@ -266,17 +345,20 @@ class Store:
             batch = ", ".join(_quote(doc_id) for doc_id in ids[start : start + 500])
             self.client.delete(self.collection, filter=f"doc_id in [{batch}]")
 
+    @_milvus_call("record files")
     def record_files(self, records: Sequence[FileRecord]) -> None:
         rows = [{**asdict(record), "unused": [0.0, 0.0]} for record in records]
         if rows:
             self.client.upsert(self.files_collection, rows)
 
+    @_milvus_call("forget files")
     def forget_files(self, doc_ids: Iterable[str]) -> None:
         ids = list(doc_ids)
         for start in range(0, len(ids), 500):
             batch = ", ".join(_quote(doc_id) for doc_id in ids[start : start + 500])
             self.client.delete(self.files_collection, filter=f"doc_id in [{batch}]")
 
+    @_milvus_call("flush")
     def flush(self) -> None:
         """Seal written rows: unflushed rows are searched ~50x slower in Milvus Lite."""
         for name in (self.collection, self.files_collection):
@@ -284,12 +366,14 @@ class Store:
 
     # -- reads -------------------------------------------------------------------------------
 
+    @_milvus_call("read the file manifest")
     def files(self) -> dict[str, FileRecord]:
         """The manifest: every fully stored file by doc id."""
         fields = ["doc_id", "root", "source", "sha256", "mtime", "chunks"]
         rows = self._query_all(self.files_collection, f"doc_id != {_quote(INFO_ID)}", fields)
         return {row["doc_id"]: FileRecord(**{f: row[f] for f in fields}) for row in rows}
 
+    @_milvus_call("list chunks")
     def chunk_ids(self, doc_ids: Sequence[str] | None = None) -> dict[str, str]:
         """Chunk id → doc id, for all chunks or those of some files."""
         if doc_ids is None:
@@ -299,10 +383,12 @@ class Store:
         rows = self._query_all(self.collection, expr, ["id", "doc_id"])
         return {row["id"]: row["doc_id"] for row in rows}
 
+    @_milvus_call("count chunks")
     def count(self) -> int:
         rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
+    @_milvus_call("read chunks")
     def get_chunks(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         return list(self.client.get(self.collection, ids=list(ids), output_fields=CHUNK_FIELDS))
 
@@ -316,6 +402,7 @@ class Store:
         finally:
             iterator.close()
 
+    @_milvus_call("search")
     def search_dense(self, vector: Vectors, limit: int, expr: str = "") -> list[Hit]:
         result = self.client.search(
             self.collection,
@@ -328,6 +415,7 @@ class Store:
         )
         return [Hit(hit["distance"], hit["entity"]) for hit in result[0]]
 
+    @_milvus_call("search")
     def search_bm25(self, query: str, limit: int, expr: str = "") -> list[Hit]:
         terms = bm25_terms(query)
         if not terms:
@@ -344,9 +432,11 @@ class Store:
         # Milvus Lite returns BM25 scores negated (best = most negative); make higher better.
         return [Hit(abs(hit["distance"]), hit["entity"]) for hit in result[0]]
 
+    @_milvus_call("search")
     def search_hybrid(
-        self, vector: Vectors, query: str, limit: int, depth: int, rrf_k: int = 60, expr: str = ""
+        self, vector: Vectors, query: str, limit: int, depth: int, ranker: Ranker, expr: str = ""
     ) -> list[Hit]:
+        """Dense and BM25 routes, `depth` candidates each, fused by `ranker` inside Milvus."""
         terms = bm25_terms(query)
         if not terms:
             return self.search_dense(vector, limit, expr)
@@ -369,12 +459,8 @@ class Store:
         result = self.client.hybrid_search(
             self.collection,
             reqs=requests,
-            ranker=RRFRanker(rrf_k),
+            ranker=ranker,
             limit=limit,
             output_fields=CHUNK_FIELDS,
         )
         return [Hit(hit["distance"], hit["entity"]) for hit in result[0]]
-
-
-def as_vector(values: Sequence[float]) -> Vectors:
-    return np.asarray(values, dtype=np.float32)

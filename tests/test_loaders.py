@@ -64,7 +64,7 @@ def tree(tmp_path: Path) -> Path:
     ]:
         write(root / rel)
     write(root / "image.png", b"\x89PNG\r\n\x1a\n\0\0")
-    write(root / "notes.pdf", b"%PDF-1.4")
+    write(root / "notes.xlsx", b"PK\x03\x04")
     write(root / "Makefile", "all:\n")
     return root
 
@@ -198,11 +198,11 @@ def test_explicit_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_explicit_unsupported_file_is_skipped(tmp_path: Path) -> None:
-    f = write(tmp_path / "report.pdf", b"%PDF")
+    f = write(tmp_path / "report.xlsx", b"PK\x03\x04")
     (result,) = list(discover([f]))
     assert isinstance(result, Skipped)
     assert result.path == f
-    assert "unsupported file type '.pdf'" in result.reason
+    assert "unsupported file type '.xlsx'" in result.reason
     assert ".md" in result.reason
 
 
@@ -364,4 +364,6 @@ def test_register_loader(tmp_path: Path) -> None:
 
 
 def test_supported_suffixes() -> None:
-    assert sorted(SUPPORTED_SUFFIXES) == [".markdown", ".md", ".rst", ".txt"]
+    assert {".markdown", ".md", ".rst", ".txt", ".pdf", ".html", ".docx", ".ipynb", ".py"} <= set(
+        SUPPORTED_SUFFIXES
+    )
