@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from ossrag.console import StreamPrinter
 from ossrag.index import Index
 from ossrag.llm import EFFORTS, ContentDelta, LLMError, ReasoningDelta
 from ossrag.models import Passage
@@ -146,22 +147,16 @@ def run(session: ChatSession, lines: Iterable[str], out: Console, err: Console) 
 
 
 def _answer(session: ChatSession, question: str, out: Console, err: Console) -> None:
-    in_reasoning = False
+    printer = StreamPrinter(out, err, session.show_reasoning)
     for event in session.ask(question):
         if isinstance(event, Rewritten):
             err.print(f"[dim]searching for: {escape(event.question)}[/]")
         elif isinstance(event, Retrieved) and event.result.notice:
             err.print(f"[yellow]note:[/] {escape(event.result.notice)}")
-        elif isinstance(event, ReasoningDelta) and session.show_reasoning:
-            if not in_reasoning:
-                err.print("[dim italic]reasoning:[/]")
-                in_reasoning = True
-            err.print(event.text, end="", style="dim italic", markup=False)
+        elif isinstance(event, ReasoningDelta):
+            printer.reasoning(event.text)
         elif isinstance(event, ContentDelta):
-            if in_reasoning:
-                err.print()
-                in_reasoning = False
-            out.print(event.text, end="", markup=False)
+            printer.content(event.text)
         elif isinstance(event, Answer):
             cited = ", ".join(f"[{n}] {event.passages[n - 1].source}" for n in event.cited)
             out.print()

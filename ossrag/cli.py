@@ -26,6 +26,7 @@ from ossrag.compare import answers_cache_path, html_report
 from ossrag.compare import compare as compare_answers
 from ossrag.compare import summarise as summarise_answers
 from ossrag.config import ConfigError, Effort, Mode, Settings, load_settings
+from ossrag.console import StreamPrinter
 from ossrag.embeddings import EmbedderError
 from ossrag.evaluation import RECALL_AT, EvalError, load_items, retrieval_reports
 from ossrag.index import Index
@@ -293,7 +294,7 @@ def ask(
             return
         index = Index(settings)
         answer: Answer | None = None
-        in_reasoning = False
+        printer = StreamPrinter(out, err, show_reasoning and not json_output)
         events = index.agent_stream(question) if agent else index.ask_stream(question)
         for event in events:
             if isinstance(event, ToolStep):
@@ -304,17 +305,10 @@ def ask(
                 if event.result.notice and not json_output:
                     err.print(f"[yellow]note:[/] {escape(event.result.notice)}")
             elif isinstance(event, ReasoningDelta):
-                if show_reasoning and not json_output:
-                    if not in_reasoning:
-                        err.print("[dim italic]reasoning:[/]")
-                        in_reasoning = True
-                    err.print(event.text, end="", style="dim italic", markup=False)
+                printer.reasoning(event.text)
             elif isinstance(event, ContentDelta):
-                if in_reasoning:
-                    err.print("\n")
-                    in_reasoning = False
                 if not json_output:
-                    out.print(event.text, end="", markup=False)
+                    printer.content(event.text)
             elif isinstance(event, Answer):
                 answer = event
         index.close()
