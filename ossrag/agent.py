@@ -35,8 +35,8 @@ from ossrag.llm import (
 from ossrag.models import Passage
 from ossrag.prompts import format_passage
 from ossrag.rag import Answer, Retrieved, stream_answer
-from ossrag.retrieval import Retriever, SearchResult
-from ossrag.store import CHUNK_FIELDS, Store
+from ossrag.retrieval import Retriever, SearchResult, passage_from_row
+from ossrag.store import Store
 
 MAX_K = 10
 MAX_OPEN_CHUNKS = 8
@@ -389,25 +389,8 @@ class _Run:
         store = self.agent.store
         found: list[Passage] = []
         if store.info() is not None:
-            expr = f"source == {json.dumps(source)} and end_line >= {start} and start_line <= {end}"
-            rows = store.client.query(
-                store.collection, filter=expr, output_fields=CHUNK_FIELDS, limit=MAX_OPEN_CHUNKS
-            )
-            rows.sort(key=lambda row: int(row["start_line"]))
-            found = [
-                Passage(
-                    rank=i,
-                    score=0.0,
-                    chunk_id=row["id"],
-                    source=row["source"],
-                    heading=row["heading"],
-                    start_line=int(row["start_line"]),
-                    end_line=int(row["end_line"]),
-                    text=row["text"],
-                    meta=row.get("meta") or {},
-                )
-                for i, row in enumerate(rows, 1)
-            ]
+            rows = store.chunks_in_range(source, start, end, MAX_OPEN_CHUNKS)
+            found = [passage_from_row(i, 0.0, row) for i, row in enumerate(rows, 1)]
         return f"opening: {source} lines {start}-{end}", found
 
     def _result_text(

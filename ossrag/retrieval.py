@@ -103,10 +103,14 @@ class Retriever:
 
 
 def _passage(rank: int, hit: Hit) -> Passage:
-    entity: dict[str, Any] = hit.entity
+    return passage_from_row(rank, float(hit.distance), hit.entity)
+
+
+def passage_from_row(rank: int, score: float, entity: dict[str, Any]) -> Passage:
+    """A Passage from a stored chunk row (the store's CHUNK_FIELDS)."""
     return Passage(
         rank=rank,
-        score=float(hit.distance),
+        score=score,
         chunk_id=entity["id"],
         source=entity["source"],
         heading=entity["heading"],

@@ -392,6 +392,20 @@ class Store:
     def get_chunks(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         return list(self.client.get(self.collection, ids=list(ids), output_fields=CHUNK_FIELDS))
 
+    @_milvus_call("read chunks")
+    def chunks_in_range(
+        self, source: str, start_line: int, end_line: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """Chunks of `source` overlapping the line range, in line order."""
+        expr = (
+            f"source == {_quote(source)} and end_line >= {int(start_line)} "
+            f"and start_line <= {int(end_line)}"
+        )
+        rows = self.client.query(
+            self.collection, filter=expr, output_fields=CHUNK_FIELDS, limit=limit
+        )
+        return sorted(rows, key=lambda row: int(row["start_line"]))
+
     def _query_all(self, collection: str, expr: str, fields: list[str]) -> Iterator[dict[str, Any]]:
         iterator = self.client.query_iterator(
             collection, batch_size=1000, filter=expr, output_fields=fields
