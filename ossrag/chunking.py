@@ -46,6 +46,8 @@ __all__ = ["FORMAT_BY_SUFFIX", "MIN_MAX_TOKENS", "CountTokens", "chunk_document"
 
 CountTokens = Callable[[str], int]
 
+#: Bump when the same text and settings would be chunked differently: stored files re-chunk.
+CHUNKER_VERSION = 1
 #: Below this the heading path, fences and overlap leave no room for text.
 MIN_MAX_TOKENS = 32
 

@@ -26,6 +26,7 @@ from ossrag.embeddings import Embedder
 from ossrag.index import Index
 from ossrag.ingest import ProgressCallback
 from ossrag.models import Chunk, Document, Passage
+from ossrag.store import SCHEMA_VERSION
 
 RECALL_AT = (1, 3, 5, 10)
 _SPACE = re.compile(r"\s+")
@@ -227,6 +228,7 @@ def retrieval_reports(
         if corpus is not None:
             variant = (
                 f"{recipe}:{settings.embedder}:{settings.chunk_tokens}:{settings.chunk_overlap}"
+                f":schema{SCHEMA_VERSION}"
             )
             recipe_settings = settings.model_copy(
                 update={"db": str(eval_store_path(corpus, variant)), "collection": "eval"}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ossrag.chunking import chunk_document
+from ossrag.chunking import CHUNKER_VERSION, chunk_document
 from ossrag.embeddings import Embedder
 from ossrag.loaders import Found, LoadError, Skipped, discover, load
 from ossrag.models import Chunk, Document, doc_id_for
@@ -101,6 +101,8 @@ class Ingestor:
         self.chunk_tokens = min(chunk_tokens, embedder.max_tokens)
         self.chunk_overlap = chunk_overlap
         self.max_bytes = max_bytes
+        recipe = chunker.__name__ if chunker else f"ossrag-{CHUNKER_VERSION}"
+        self.chunking = f"{recipe}:{self.chunk_tokens}:{self.chunk_overlap}"
 
     def run(
         self,
@@ -161,7 +163,11 @@ class Ingestor:
         except LoadError as exc:
             report.skipped.append((exc.source, exc.reason))
             return None
-        if previous is not None and previous.sha256 == document.sha256:
+        if (
+            previous is not None
+            and previous.sha256 == document.sha256
+            and previous.chunking == self.chunking
+        ):
             report.files_unchanged += 1
             return None
         if self.chunker is not None:
@@ -238,6 +244,7 @@ class Ingestor:
                     sha256=c.document.sha256,
                     mtime=c.document.mtime,
                     chunks=len(c.chunks),
+                    chunking=self.chunking,
                 )
                 for c in written
             ]

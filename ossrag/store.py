@@ -30,7 +30,7 @@ from ossrag.embeddings import Vectors
 from ossrag.models import Chunk
 
 Ranker: TypeAlias = RRFRanker | WeightedRanker
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the manifest records how each file was chunked
 INFO_ID = "__ossrag_collection__"
 CHUNK_FIELDS = ["id", "doc_id", "source", "heading", "start_line", "end_line", "text", "meta"]
 _TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -134,6 +134,7 @@ class FileRecord:
     sha256: str
     mtime: float
     chunks: int
+    chunking: str = ""  # the chunker and its settings: a change re-chunks the file
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,12 @@ class Store:
         info = self.info()
         if info is None:
             info = self._create(embedder, dim)
+        if info.schema != SCHEMA_VERSION:
+            raise StoreError(
+                f"collection {self.collection!r} at {self.uri} was made by an older ossrag "
+                f"(schema {info.schema}, now {SCHEMA_VERSION}): ingest into a new --collection "
+                "or delete the store and ingest again"
+            )
         self.check_embedder(embedder, dim)
         self._load()
         return info
@@ -248,6 +255,7 @@ class Store:
         files.add_field("sha256", DataType.VARCHAR, max_length=64)
         files.add_field("mtime", DataType.DOUBLE)
         files.add_field("chunks", DataType.INT64)
+        files.add_field("chunking", DataType.VARCHAR, max_length=256)
         files.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants one vector field
         index = self.client.prepare_index_params()
         index.add_index("unused", index_type="FLAT", metric_type="L2")
@@ -369,7 +377,7 @@ class Store:
     @_milvus_call("read the file manifest")
     def files(self) -> dict[str, FileRecord]:
         """The manifest: every fully stored file by doc id."""
-        fields = ["doc_id", "root", "source", "sha256", "mtime", "chunks"]
+        fields = ["doc_id", "root", "source", "sha256", "mtime", "chunks", "chunking"]
         rows = self._query_all(self.files_collection, f"doc_id != {_quote(INFO_ID)}", fields)
         return {row["doc_id"]: FileRecord(**{f: row[f] for f in fields}) for row in rows}
 

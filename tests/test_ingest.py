@@ -160,3 +160,34 @@ def test_tutorial_check_store_question_ranks_store_passage_first(index: Index) -
         top = index.search("How is data stored in milvus?", k=3, mode=mode).passages[0]
         assert top.source == "faq/product_faq.md"
         assert top.heading.endswith("Where does Milvus store data?"), (mode, top.heading)
+
+
+def test_changed_chunk_settings_rechunk_unchanged_files(
+    settings, embedder: Embedder, docs: Path
+) -> None:
+    first = Index(settings, embedder=embedder)
+    first.ingest([docs])
+    first.close()
+    smaller = Index(settings.model_copy(update={"chunk_tokens": 64}), embedder=embedder)
+    report = smaller.ingest([docs])
+    assert (report.files_updated, report.files_unchanged) == (3, 0)
+    assert smaller.ingest([docs]).chunks_embedded == 0
+    assert smaller.store.count() == sum(r.chunks for r in smaller.store.files().values())
+    smaller.close()
+
+
+def test_store_from_an_older_schema_is_refused(settings, embedder: Embedder, docs: Path) -> None:
+    import json
+
+    from ossrag.store import INFO_ID, FileRecord
+
+    index = Index(settings, embedder=embedder)
+    index.ingest([docs])
+    old = {"embedder": "minilm", "dim": 384, "bm25": True, "schema": 1}
+    index.store.record_files([FileRecord(INFO_ID, json.dumps(old), "", "", 0.0, 0)])
+    index.store.flush()
+    index.close()
+    reopened = Index(settings, embedder=embedder)
+    with pytest.raises(StoreError, match="made by an older ossrag"):
+        reopened.search("anything")
+    reopened.close()
