@@ -121,9 +121,7 @@ class Index:
         history: Sequence[dict[str, Any]] = (),
     ) -> Iterator[AskEvent]:
         """Retrieve, then stream the answer: see `ossrag.rag.stream_answer`."""
-        started = time.perf_counter()
-        result = self.search(question, k, mode)
-        retrieve_ms = (time.perf_counter() - started) * 1000
+        result, retrieve_ms = self._timed_search(question, k, mode)
         yield from stream_answer(
             question,
             result,
@@ -162,13 +160,18 @@ class Index:
         history: Sequence[dict[str, Any]] = (),
     ) -> StructuredAnswer:
         """A validated JSON answer (see `ossrag.structured`; `schema` from `load_schema`)."""
-        started = time.perf_counter()
-        result = self.search(question, k, mode)
+        result, retrieve_ms = self._timed_search(question, k, mode)
         return answer_structured(
             question, result, self.llm, self.budget, schema=schema,
-            effort=effort or self.settings.effort, history=history,
-            retrieve_ms=(time.perf_counter() - started) * 1000,
+            effort=effort or self.settings.effort, history=history, retrieve_ms=retrieve_ms,
         )  # fmt: skip
+
+    def _timed_search(
+        self, question: str, k: int | None, mode: Mode | None
+    ) -> tuple[SearchResult, float]:
+        started = time.perf_counter()
+        result = self.search(question, k, mode)
+        return result, (time.perf_counter() - started) * 1000
 
     def ask(self, question: str, **options: Any) -> Answer:
         for event in self.ask_stream(question, **options):

@@ -149,6 +149,10 @@ def _quote(value: str) -> str:
     return json.dumps(value)
 
 
+def _doc_id_filter(doc_ids: Iterable[str]) -> str:
+    return f"doc_id in [{', '.join(_quote(doc_id) for doc_id in doc_ids)}]"
+
+
 class Store:
     """A Milvus Lite path or a Milvus server URI, holding one ossrag collection pair."""
 
@@ -348,10 +352,7 @@ class Store:
     @_milvus_call("delete chunks")
     def delete_docs(self, doc_ids: Iterable[str]) -> None:
         """Remove every chunk of these files (the manifest rows stay until `forget_files`)."""
-        ids = list(doc_ids)
-        for start in range(0, len(ids), 500):
-            batch = ", ".join(_quote(doc_id) for doc_id in ids[start : start + 500])
-            self.client.delete(self.collection, filter=f"doc_id in [{batch}]")
+        self._delete_by_doc_id(self.collection, doc_ids)
 
     @_milvus_call("record files")
     def record_files(self, records: Sequence[FileRecord]) -> None:
@@ -361,10 +362,13 @@ class Store:
 
     @_milvus_call("forget files")
     def forget_files(self, doc_ids: Iterable[str]) -> None:
+        self._delete_by_doc_id(self.files_collection, doc_ids)
+
+    def _delete_by_doc_id(self, collection: str, doc_ids: Iterable[str]) -> None:
+        """Delete rows of these doc ids, 500 ids to a filter expression."""
         ids = list(doc_ids)
         for start in range(0, len(ids), 500):
-            batch = ", ".join(_quote(doc_id) for doc_id in ids[start : start + 500])
-            self.client.delete(self.files_collection, filter=f"doc_id in [{batch}]")
+            self.client.delete(collection, filter=_doc_id_filter(ids[start : start + 500]))
 
     @_milvus_call("flush")
     def flush(self) -> None:
@@ -384,10 +388,7 @@ class Store:
     @_milvus_call("list chunks")
     def chunk_ids(self, doc_ids: Sequence[str] | None = None) -> dict[str, str]:
         """Chunk id → doc id, for all chunks or those of some files."""
-        if doc_ids is None:
-            expr = 'id != ""'
-        else:
-            expr = f"doc_id in [{', '.join(_quote(d) for d in doc_ids)}]"
+        expr = 'id != ""' if doc_ids is None else _doc_id_filter(doc_ids)
         rows = self._query_all(self.collection, expr, ["id", "doc_id"])
         return {row["id"]: row["doc_id"] for row in rows}
 
