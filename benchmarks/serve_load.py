@@ -213,7 +213,7 @@ def stage_times(db: Path, n: int = 40) -> dict[str, float]:
 
     from ossrag.config import load_settings
     from ossrag.index import Index
-    from ossrag.retrieval import CANDIDATE_DEPTH, DEFAULT_RANKER
+    from ossrag.retrieval import CANDIDATE_DEPTH, DEFAULT_FUSION
 
     torch.set_num_threads(1)  # one request's own cost, without fighting other processes
     index = Index(load_settings(db=str(db)))
@@ -224,7 +224,7 @@ def stage_times(db: Path, n: int = 40) -> dict[str, float]:
         t0 = time.perf_counter()
         vector = index.embedder.embed_query(query)
         t1 = time.perf_counter()
-        index.store.search_hybrid(vector, query, 5, CANDIDATE_DEPTH, DEFAULT_RANKER)
+        index.store.search_hybrid(vector, query, 5, CANDIDATE_DEPTH, DEFAULT_FUSION)
         t2 = time.perf_counter()
         embed.append(t1 - t0)
         search.append(t2 - t1)

@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pymilvus import RRFRanker, WeightedRanker
-
 from ossrag.config import Fusion, Mode
 from ossrag.embeddings import Embedder
 from ossrag.models import Passage
+from ossrag.search_index import Reciprocal, Weighted
 from ossrag.store import Hit, Store
 
 RRF_K = 60
@@ -18,7 +17,7 @@ RRF_K = 60
 # (dev set, weighted fusion: MRR@10 0.79 at 20, 0.82 at 50, 0.83 at 100).
 CANDIDATE_DEPTH = 100
 DENSE_WEIGHT = 0.6
-DEFAULT_RANKER = WeightedRanker(DENSE_WEIGHT, 1 - DENSE_WEIGHT, norm_score=True)
+DEFAULT_FUSION = Weighted(DENSE_WEIGHT)
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class SearchResult:
 
 
 class Retriever:
-    """Dense, BM25 or hybrid search over one store; hybrid routes are fused inside Milvus.
+    """Dense, BM25 or hybrid search over one store (see Store for where the ranking runs).
 
     Fusion is a weighted sum of Milvus's normalised scores by default (a convex combination
     keeps how far apart scores are, which rank fusion throws away), or reciprocal rank fusion.
@@ -71,12 +70,12 @@ class Retriever:
             vector = self.embedder.embed_query(query)
             depth = max(self.depth, k)
             if self.fusion == "rrf":
-                hits = self.store.search_hybrid(vector, query, k, depth, RRFRanker(self.rrf_k))
+                hits = self.store.search_hybrid(vector, query, k, depth, Reciprocal(self.rrf_k))
                 # RRF gives at most 2/(k+1) (first in both routes): scale that to 1.0.
                 hits = [Hit(hit.distance * (self.rrf_k + 1) / 2, hit.entity) for hit in hits]
             else:
-                ranker = WeightedRanker(self.dense_weight, 1 - self.dense_weight, norm_score=True)
-                hits = self.store.search_hybrid(vector, query, k, depth, ranker)
+                fusion = Weighted(self.dense_weight)
+                hits = self.store.search_hybrid(vector, query, k, depth, fusion)
         return SearchResult([_passage(rank, hit) for rank, hit in enumerate(hits, 1)], mode, notice)
 
     def search_many(

@@ -7,11 +7,13 @@ import functools
 import json
 import logging
 import re
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import Stemmer
 from pymilvus import (
@@ -28,8 +30,8 @@ from pymilvus.client.types import Status
 
 from ossrag.embeddings import Vectors
 from ossrag.models import Chunk
+from ossrag.search_index import Fusion, Ranked, Reciprocal, SearchIndex, limit_blas_threads
 
-Ranker: TypeAlias = RRFRanker | WeightedRanker
 SCHEMA_VERSION = 2  # 2: the manifest records how each file was chunked
 INFO_ID = "__ossrag_collection__"
 CHUNK_FIELDS = ["id", "doc_id", "source", "heading", "start_line", "end_line", "text", "meta"]
@@ -116,12 +118,13 @@ def bm25_terms(text: str) -> str:
 
 @dataclass(frozen=True)
 class CollectionInfo:
-    """What a collection was built with, kept in its description."""
+    """What a collection was built with, kept in its manifest's INFO_ID row."""
 
     embedder: str
     dim: int
     bm25: bool
     schema: int = SCHEMA_VERSION
+    generation: str = ""  # changes before every batch of writes: tags saved search indexes
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,10 @@ class Hit:
     entity: dict[str, Any]
 
 
+def _is_local(uri: str) -> bool:
+    return not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+
+
 def _quote(value: str) -> str:
     return json.dumps(value)
 
@@ -154,20 +161,31 @@ def _doc_id_filter(doc_ids: Iterable[str]) -> str:
 
 
 class Store:
-    """A Milvus Lite path or a Milvus server URI, holding one ossrag collection pair."""
+    """A Milvus Lite path or a Milvus server URI, holding one ossrag collection pair.
 
-    def __init__(self, uri: str, collection: str = "ossrag", token: str = "") -> None:
+    A Milvus Lite store is searched through an in-memory `SearchIndex` of its rows (unless
+    `memory_index` is off): Lite's own engine is pure Python. The index is rebuilt when the
+    collection's generation changes, and Milvus answers while a batch of writes is unflushed.
+    """
+
+    def __init__(
+        self, uri: str, collection: str = "ossrag", token: str = "", *, memory_index: bool = True
+    ) -> None:
         self.uri = uri
         self.collection = collection
         self.files_collection = f"{collection}_files"
         self.client = self._connect(uri, token)
         self.retry_delays: Sequence[float] = RETRY_DELAYS
+        self.memory_index = memory_index and _is_local(uri)
         self._info: CollectionInfo | None = None
         self._loaded = False
+        self._writing = False
+        self._index: SearchIndex | None = None
+        self._index_lock = threading.Lock()
 
     @staticmethod
     def _connect(uri: str, token: str) -> MilvusClient:
-        is_local = not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+        is_local = _is_local(uri)
         if is_local:
             # Milvus Lite serves gRPC inside this process and logs a traceback for each RPC it
             # does not implement (query_iterator asks for one and then works without it).
@@ -194,7 +212,7 @@ class Store:
     def close(self) -> None:
         """Disconnect; for Milvus Lite also stop its in-process server and release the lock."""
         self.client.close()
-        if not self.uri.startswith(("http://", "https://", "tcp://", "grpc://")):
+        if _is_local(self.uri):
             from milvus_lite.server_manager import server_manager_instance
 
             server_manager_instance.release_server(str(Path(self.uri).expanduser()))
@@ -266,12 +284,24 @@ class Store:
         self.client.create_collection(
             self.files_collection, schema=files, index_params=index, consistency_level="Strong"
         )
-        # Milvus Lite forgets collection descriptions on reopen: keep our facts in a row.
-        marker = FileRecord(INFO_ID, json.dumps(asdict(info)), "", "", 0.0, 0)
-        self.record_files([marker])
+        self._write_info(info)
         self.client.flush(self.files_collection)
-        self._info = info
         return info
+
+    def _write_info(self, info: CollectionInfo) -> None:
+        """Milvus Lite forgets collection descriptions on reopen: keep our facts in a row."""
+        marker = FileRecord(INFO_ID, json.dumps(asdict(info)), "", "", 0.0, 0)
+        self.client.upsert(self.files_collection, [{**asdict(marker), "unused": [0.0, 0.0]}])
+        self._info = info
+
+    def _begin_write(self) -> None:
+        """Before the first write since the last flush: a new generation, so no saved search
+        index of the old contents is used again, even if this process dies mid-write."""
+        if not self._writing:
+            info = self.info()
+            if info is not None:
+                self._write_info(replace(info, generation=uuid.uuid4().hex))
+            self._writing = True
 
     def _create_chunks(self, embedder: str, dim: int, bm25: bool) -> CollectionInfo:
         info = CollectionInfo(embedder=embedder, dim=dim, bm25=bm25)
@@ -326,6 +356,7 @@ class Store:
                 self.client.drop_collection(name)
         self._info = None
         self._loaded = False
+        self._index = None
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -347,6 +378,7 @@ class Store:
             for chunk, vector in zip(chunks, vectors, strict=True)
         ]
         if rows:
+            self._begin_write()
             self.client.upsert(self.collection, rows)
 
     @_milvus_call("delete chunks")
@@ -358,6 +390,7 @@ class Store:
     def record_files(self, records: Sequence[FileRecord]) -> None:
         rows = [{**asdict(record), "unused": [0.0, 0.0]} for record in records]
         if rows:
+            self._begin_write()
             self.client.upsert(self.files_collection, rows)
 
     @_milvus_call("forget files")
@@ -367,6 +400,8 @@ class Store:
     def _delete_by_doc_id(self, collection: str, doc_ids: Iterable[str]) -> None:
         """Delete rows of these doc ids, 500 ids to a filter expression."""
         ids = list(doc_ids)
+        if ids:
+            self._begin_write()
         for start in range(0, len(ids), 500):
             self.client.delete(collection, filter=_doc_id_filter(ids[start : start + 500]))
 
@@ -375,6 +410,7 @@ class Store:
         """Seal written rows: unflushed rows are searched ~50x slower in Milvus Lite."""
         for name in (self.collection, self.files_collection):
             self.client.flush(name)
+        self._writing = False
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -426,29 +462,31 @@ class Store:
             iterator.close()
 
     @_milvus_call("search")
-    def search_dense(self, vector: Vectors, limit: int, expr: str = "") -> list[Hit]:
+    def search_dense(self, vector: Vectors, limit: int) -> list[Hit]:
+        if (index := self._search_index()) is not None:
+            return self._fetch(index.dense(vector, limit))
         result = self.client.search(
             self.collection,
             data=[vector.tolist()],
             anns_field="dense",
             limit=limit,
-            filter=expr,
             output_fields=CHUNK_FIELDS,
             search_params={"metric_type": "IP"},
         )
         return [Hit(hit["distance"], hit["entity"]) for hit in result[0]]
 
     @_milvus_call("search")
-    def search_bm25(self, query: str, limit: int, expr: str = "") -> list[Hit]:
+    def search_bm25(self, query: str, limit: int) -> list[Hit]:
         terms = bm25_terms(query)
         if not terms:
             return []
+        if (index := self._search_index()) is not None:
+            return self._fetch(index.bm25(terms, limit))
         result = self.client.search(
             self.collection,
             data=[terms],
             anns_field="sparse",
             limit=limit,
-            filter=expr,
             output_fields=CHUNK_FIELDS,
             search_params={"metric_type": "BM25"},
         )
@@ -457,33 +495,61 @@ class Store:
 
     @_milvus_call("search")
     def search_hybrid(
-        self, vector: Vectors, query: str, limit: int, depth: int, ranker: Ranker, expr: str = ""
+        self, vector: Vectors, query: str, limit: int, depth: int, fusion: Fusion
     ) -> list[Hit]:
-        """Dense and BM25 routes, `depth` candidates each, fused by `ranker` inside Milvus."""
+        """Dense and BM25 routes, `depth` candidates each, fused as `fusion` says."""
         terms = bm25_terms(query)
         if not terms:
-            return self.search_dense(vector, limit, expr)
+            return self.search_dense(vector, limit)
+        if (index := self._search_index()) is not None:
+            return self._fetch(index.hybrid(vector, terms, limit, depth, fusion))
         requests = [
             AnnSearchRequest(
-                data=[vector.tolist()],
-                anns_field="dense",
-                param={"metric_type": "IP"},
-                limit=depth,
-                expr=expr or None,
+                data=[vector.tolist()], anns_field="dense", param={"metric_type": "IP"}, limit=depth
             ),
             AnnSearchRequest(
-                data=[terms],
-                anns_field="sparse",
-                param={"metric_type": "BM25"},
-                limit=depth,
-                expr=expr or None,
+                data=[terms], anns_field="sparse", param={"metric_type": "BM25"}, limit=depth
             ),
         ]
+        ranker: RRFRanker | WeightedRanker = (
+            RRFRanker(fusion.k)
+            if isinstance(fusion, Reciprocal)
+            else WeightedRanker(fusion.dense_weight, 1 - fusion.dense_weight, norm_score=True)
+        )
         result = self.client.hybrid_search(
-            self.collection,
-            reqs=requests,
-            ranker=ranker,
-            limit=limit,
-            output_fields=CHUNK_FIELDS,
+            self.collection, reqs=requests, ranker=ranker, limit=limit, output_fields=CHUNK_FIELDS
         )
         return [Hit(hit["distance"], hit["entity"]) for hit in result[0]]
+
+    def _search_index(self) -> SearchIndex | None:
+        """The in-memory index of the current generation, or None to search in Milvus."""
+        info = self.info()
+        if not self.memory_index or self._writing or info is None or not info.bm25:
+            return None
+        with self._index_lock:
+            if self._index is None or self._index.generation != info.generation:
+                self._index = self._open_index(info)
+            return self._index
+
+    def _open_index(self, info: CollectionInfo) -> SearchIndex:
+        """Load the saved index of this generation, or build it from the collection and save it."""
+        limit_blas_threads()
+        directory = Path(self.uri).expanduser() / "ossrag-search" / self.collection
+        if info.generation and (saved := SearchIndex.load(directory, info.generation)):
+            return saved
+        self._load()
+        rows = self._query_all(self.collection, 'id != ""', ["id", "dense", "terms"])
+        index = SearchIndex.from_rows(info.generation, rows, info.dim)
+        if info.generation:  # a store last written by an older ossrag has none: keep in memory
+            try:
+                index.save(directory)
+            except OSError as exc:
+                logging.getLogger(__name__).warning("search index not saved: %s", exc)
+        return index
+
+    def _fetch(self, ranked: Ranked) -> list[Hit]:
+        """Chunk rows for ranked ids, in rank order (rows deleted meanwhile are left out)."""
+        if not ranked:
+            return []
+        rows = {row["id"]: row for row in self.get_chunks([chunk_id for chunk_id, _ in ranked])}
+        return [Hit(score, rows[chunk_id]) for chunk_id, score in ranked if chunk_id in rows]

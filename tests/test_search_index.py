@@ -1,0 +1,155 @@
+"""The in-memory search index: BM25 and fusion arithmetic, parity with Milvus, freshness."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ossrag.config import Settings
+from ossrag.embeddings import Embedder
+from ossrag.index import Index
+from ossrag.models import Chunk
+from ossrag.search_index import BM25_B, BM25_K1, Reciprocal, SearchIndex, Weighted
+from ossrag.store import Store
+
+ROWS = [
+    {"id": "a", "dense": [1.0, 0.0], "terms": "milvus store data data"},
+    {"id": "b", "dense": [0.6, 0.8], "terms": "bucket backup"},
+    {"id": "c", "dense": [0.0, 1.0], "terms": "store bucket"},
+]
+
+
+def bm25(tf: int, df: int, n: int, length: float, avgdl: float) -> float:
+    idf = math.log((n - df + 0.5) / (df + 0.5) + 1)
+    return idf * tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * length / avgdl))
+
+
+@pytest.fixture
+def small() -> SearchIndex:
+    return SearchIndex.from_rows("g1", ROWS, dim=2)
+
+
+def test_bm25_scores_follow_the_formula(small: SearchIndex) -> None:
+    avgdl = (4 + 2 + 2) / 3
+    hits = dict(small.bm25("data store", 10))
+    assert hits["a"] == pytest.approx(bm25(2, 1, 3, 4, avgdl) + bm25(1, 2, 3, 4, avgdl), rel=1e-5)
+    assert hits["c"] == pytest.approx(bm25(1, 2, 3, 2, avgdl), rel=1e-5)
+    assert "b" not in hits  # no query term: not a hit at all
+    assert small.bm25("unknown words", 10) == []
+
+
+def test_dense_ranks_by_inner_product(small: SearchIndex) -> None:
+    ranked = small.dense(np.array([0.0, 1.0]), 2)
+    assert [chunk for chunk, _ in ranked] == ["c", "b"]
+    assert ranked[1][1] == pytest.approx(0.8)
+
+
+def test_weighted_fusion_normalises_as_milvus_does(small: SearchIndex) -> None:
+    vector = np.array([1.0, 0.0])
+    dense, sparse = dict(small.dense(vector, 3)), dict(small.bm25("bucket", 3))
+    fused = dict(small.hybrid(vector, "bucket", 3, 3, Weighted(0.6)))
+    for chunk in "abc":
+        expected = 0.6 * (0.5 + math.atan(dense[chunk]) / math.pi)
+        expected += 0.4 * 2 * math.atan(sparse.get(chunk, 0.0)) / math.pi
+        assert fused[chunk] == pytest.approx(expected, rel=1e-5)
+
+
+def test_reciprocal_fusion_counts_only_each_routes_top_depth(small: SearchIndex) -> None:
+    fused = dict(small.hybrid(np.array([1.0, 0.0]), "bucket", 3, 2, Reciprocal(60)))
+    # dense top 2: a, b; bm25 top 2: b, c (tied scores keep row order).
+    assert fused == pytest.approx({"a": 1 / 61, "b": 1 / 62 + 1 / 61, "c": 1 / 62})
+
+
+def test_saved_index_loads_only_for_its_generation(small: SearchIndex, tmp_path: Path) -> None:
+    small.save(tmp_path / "ix")
+    loaded = SearchIndex.load(tmp_path / "ix", "g1")
+    assert loaded is not None and loaded.bm25("bucket", 5) == small.bm25("bucket", 5)
+    assert SearchIndex.load(tmp_path / "ix", "g2") is None
+    assert SearchIndex.load(tmp_path / "missing", "g1") is None
+
+
+QUERIES = ["Where is data kept?", "back up the bucket", "similarity metrics", "query nodes"]
+
+
+def test_memory_index_ranks_like_milvus(index: Index, docs: Path, embedder: Embedder) -> None:
+    index.ingest([docs])
+    store = index.store
+    assert store._search_index() is not None
+
+    def ranking(memory: bool, query: str) -> tuple[list[str], list[str]]:
+        store.memory_index = memory
+        vector = embedder.embed_query(query)
+        hybrid = store.search_hybrid(vector, query, 3, 100, Weighted(0.6))
+        dense = store.search_dense(vector, 3)
+        return [h.entity["id"] for h in hybrid], [h.entity["id"] for h in dense]
+
+    for query in QUERIES:
+        (ours, our_dense), (theirs, their_dense) = ranking(True, query), ranking(False, query)
+        assert ours[0] == theirs[0], query
+        assert our_dense == their_dense, query
+
+
+def test_edits_and_deletions_are_searched_at_once(index: Index, docs: Path) -> None:
+    index.ingest([docs])
+    assert "three query nodes" in index.search("how many query nodes", k=1).passages[0].text
+    (docs / "notes.txt").write_text("The cluster now runs seven query nodes.\n", encoding="utf-8")
+    index.ingest([docs])
+    texts = [p.text for p in index.search("how many query nodes", k=5).passages]
+    assert any("seven query nodes" in text for text in texts)
+    assert not any("three query nodes" in text for text in texts)
+    (docs / "notes.txt").unlink()
+    index.ingest([docs])
+    assert not any("query nodes" in p.text for p in index.search("query nodes", k=5).passages)
+
+
+def test_a_new_process_loads_the_saved_index(
+    settings: Settings, embedder: Embedder, docs: Path
+) -> None:
+    first = Index(settings, embedder=embedder)
+    first.ingest([docs])
+    first.search("back up the bucket")
+    generation = first.store.info().generation  # type: ignore[union-attr]
+    first.close()
+    saved = Path(settings.db) / "ossrag-search" / settings.collection / "index.npz"
+    assert saved.exists() and generation
+    again = Store(settings.db, settings.collection)
+    try:
+        assert SearchIndex.load(saved.parent, generation) is not None
+        assert again._search_index() is not None
+        assert again._search_index().generation == generation  # type: ignore[union-attr]
+    finally:
+        again.close()
+
+
+def test_unflushed_writes_are_searched_in_milvus_and_a_crash_retires_the_saved_index(
+    settings: Settings, embedder: Embedder, docs: Path
+) -> None:
+    ix = Index(settings, embedder=embedder)
+    ix.ingest([docs])
+    ix.search("bucket")  # builds and saves the index
+    before = ix.store.info().generation  # type: ignore[union-attr]
+    chunk = ix.search("back up the bucket", k=1).passages[0]
+    extra = Chunk(
+        id="extra",
+        doc_id="d-extra",
+        source="extra.md",
+        heading_path=("Extra",),
+        start_line=1,
+        end_line=1,
+        text="Zebras guard the archive vault.",
+    )
+    ix.store.insert_chunks([extra], embedder.embed([extra.embed_text]))
+    assert ix.store._search_index() is None  # writing: Milvus answers
+    assert ix.search("zebras archive vault", k=1).passages[0].chunk_id == "extra"
+    ix.close()  # "crash": no flush
+    again = Index(settings, embedder=embedder)
+    try:
+        assert again.store.info().generation != before  # type: ignore[union-attr]
+        assert again.search("zebras archive vault", k=1).passages[0].chunk_id == "extra"
+        assert again.store._search_index() is not None
+        assert again.search("back up the bucket", k=1).passages[0].chunk_id == chunk.chunk_id
+    finally:
+        again.close()
