@@ -12,7 +12,7 @@ from typing import Any
 from ossrag.agent import Agent, AgentEvent
 from ossrag.budget import Budget
 from ossrag.config import Mode, Settings, load_settings
-from ossrag.embeddings import Embedder, load_embedder
+from ossrag.embeddings import Embedder, QueryBatcher, load_embedder
 from ossrag.ingest import Chunker, Ingestor, IngestReport, ProgressCallback
 from ossrag.llm import LLMClient, LLMConfig, LLMError
 from ossrag.rag import Answer, AskEvent, stream_answer
@@ -46,6 +46,12 @@ class Index:
     def embedder(self) -> Embedder:
         s = self.settings
         return load_embedder(s.embedder, s.embed_base_url or s.base_url, s.embed_api_key)
+
+    def batch_queries(self) -> None:
+        """Let concurrent searches share one embedding call (for servers; see QueryBatcher)."""
+        if not isinstance(self.embedder, QueryBatcher):
+            self.__dict__["embedder"] = QueryBatcher(self.embedder)
+            self.__dict__.pop("retriever", None)
 
     @cached_property
     def retriever(self) -> Retriever:

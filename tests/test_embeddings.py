@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,8 @@ from ossrag.embeddings import (
     Embedder,
     EmbedderError,
     MiniLMEmbedder,
+    QueryBatcher,
+    Vectors,
     load_embedder,
     minilm_model_dir,
 )
@@ -28,6 +33,54 @@ def test_default_embedder_is_normalised_and_semantic(embedder: Embedder) -> None
 def test_query_path_matches_batch_path(embedder: Embedder) -> None:
     text = "How does Milvus flush data to persistent storage?"
     assert float(embedder.embed_query(text) @ embedder.embed([text])[0]) > 0.9999
+
+
+def test_padded_query_batch_matches_one_by_one(embedder: Embedder) -> None:
+    texts = ["Where?", "How does Milvus flush data to persistent storage in a cluster?", "BM25"]
+    batch = embedder.embed_queries(texts)
+    single = np.stack([embedder.embed_query(text) for text in texts])
+    assert batch.shape == (3, 384)
+    assert np.allclose(batch, single, atol=1e-5)
+
+
+class SlowRecorder:
+    """The real embedder, slowed down on its first batch so that other queries queue up."""
+
+    def __init__(self, inner: Embedder, fail: bool = False) -> None:
+        self.inner, self.fail = inner, fail
+        self.name, self.max_tokens, self.dim = inner.name, inner.max_tokens, inner.dim
+        self.batches: list[int] = []
+
+    def embed_queries(self, texts: Sequence[str]) -> Vectors:
+        self.batches.append(len(texts))
+        if len(self.batches) == 1:
+            time.sleep(0.3)
+        if self.fail:
+            raise EmbedderError("embedding endpoint down")
+        return self.inner.embed_queries(texts)
+
+
+def test_query_batcher_shares_one_call_between_concurrent_queries(embedder: Embedder) -> None:
+    recorder = SlowRecorder(embedder)
+    batcher = QueryBatcher(recorder)  # type: ignore[arg-type]
+    texts = [f"question number {i} about vector search" for i in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        first = pool.submit(batcher.embed_query, "warm")
+        time.sleep(0.05)  # the worker is now busy with "warm": the rest queue behind it
+        vectors = list(pool.map(batcher.embed_query, texts))
+    assert first.result().shape == (384,)
+    assert recorder.batches[0] == 1 and sum(recorder.batches) == 13
+    assert max(recorder.batches[1:]) > 1 and len(recorder.batches) < 13
+    assert np.allclose(np.stack(vectors), embedder.embed_queries(texts), atol=1e-5)
+
+
+def test_query_batcher_gives_each_caller_the_embedders_error(embedder: Embedder) -> None:
+    batcher = QueryBatcher(SlowRecorder(embedder, fail=True))  # type: ignore[arg-type]
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(batcher.embed_query, f"q{i}") for i in range(4)]
+    for future in futures:
+        with pytest.raises(EmbedderError, match="endpoint down"):
+            future.result()
 
 
 def test_token_count_includes_special_tokens_and_no_padding(embedder: Embedder) -> None:

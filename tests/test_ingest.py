@@ -101,6 +101,9 @@ class FailingEmbedder:
     def embed_query(self, text: str) -> Vectors:
         return self.inner.embed_query(text)
 
+    def embed_queries(self, texts: Sequence[str]) -> Vectors:
+        return self.inner.embed_queries(texts)
+
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
 
