@@ -6,7 +6,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from conftest import REPO
@@ -129,3 +129,23 @@ def test_chat_streams_cites_and_hides_reasoning(
     page.wait_for_selector("#jobs li[data-status=done]", timeout=20_000)
     assert "1/1 files" in page.text_content("#jobs li")
     assert not page.is_visible("#ingest-error")
+
+
+def test_api_docs_render_with_no_network(
+    ui: tuple[LiveServer, ScriptedLLMServer], page: Page
+) -> None:
+    live, _ = ui
+    outside: list[str] = []
+
+    def only_loopback(route: Any) -> None:
+        if route.request.url.startswith(live.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_loopback)
+    page.goto(live.url + "/docs")
+    page.wait_for_selector('.opblock-summary-path[data-path="/v1/search"]', timeout=20_000)
+    assert page.locator(".opblock").count() >= 5
+    assert outside == []
