@@ -2,20 +2,22 @@
 
 Milvus Lite 3 runs its engine in Python, so one hybrid search costs 20-40 ms of CPU on 5k chunks.
 This index ranks the same rows the same way (inner product; BM25 with Lite's k1 and b; Milvus's
-weighted and RRF fusion over each route's top `depth`) in about a millisecond. Milvus stays the
-store of record: the index is built from the collection, tagged with the collection's generation
-and saved beside the store, so a new process loads it in milliseconds while it is current.
+weighted and RRF fusion over each route's top `depth`) in a millisecond or two, and keeps the
+fields a search returns. Milvus stays the store of record: the index is built from the collection,
+tagged with the collection's generation and saved beside the store, so a new process loads it in
+milliseconds while it is current.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 import tempfile
 from array import array
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from threadpoolctl import ThreadpoolController
 
 BM25_K1 = 1.5  # Milvus Lite's defaults for a BM25 index built without parameters
 BM25_B = 0.75
-_FORMAT = 1  # bump when the saved layout changes
+_FORMAT = 2  # bump when the saved layout changes
 _blas_limited: list[Any] = []
 
 
@@ -52,47 +54,95 @@ class Reciprocal:
 
 
 Fusion = Weighted | Reciprocal
-Ranked = list[tuple[str, float]]  # (chunk id, score), best first
+Ranked = list[tuple[int, float]]  # (row position, score), best first
+STRING_FIELDS = ("id", "doc_id", "source", "heading", "text", "meta")  # meta as JSON
+INT_FIELDS = ("start_line", "end_line")
+
+
+class Rows:
+    """The chunk fields a search returns, as flat arrays: one UTF-8 blob and its offsets per
+    string field, so a million rows cost their bytes, not a million Python dicts."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays = arrays
+
+    @classmethod
+    def builder(cls) -> tuple[Callable[[dict[str, Any]], None], Callable[[], Rows]]:
+        """(add a row, finish): rows are appended in collection order."""
+        blobs = {field: bytearray() for field in STRING_FIELDS}
+        offsets = {field: array("q", [0]) for field in STRING_FIELDS}
+        ints = {field: array("q") for field in INT_FIELDS}
+
+        def add(row: dict[str, Any]) -> None:
+            for field in STRING_FIELDS:
+                value = row[field] if field != "meta" else json.dumps(row.get("meta") or {})
+                blobs[field] += value.encode()
+                offsets[field].append(len(blobs[field]))
+            for field in INT_FIELDS:
+                ints[field].append(int(row[field]))
+
+        def finish() -> Rows:
+            arrays = {f"{f}_blob": np.frombuffer(bytes(blobs[f]), dtype=np.uint8) for f in blobs}
+            arrays |= {f"{f}_offsets": np.frombuffer(offsets[f], dtype=np.int64) for f in offsets}
+            arrays |= {f: np.frombuffer(ints[f], dtype=np.int64) for f in ints}
+            return cls(arrays)
+
+        return add, finish
+
+    def __len__(self) -> int:
+        return len(self.arrays["start_line"])
+
+    def string(self, field: str, position: int) -> str:
+        offsets = self.arrays[f"{field}_offsets"]
+        start, end = offsets[position], offsets[position + 1]
+        return self.arrays[f"{field}_blob"][start:end].tobytes().decode()
+
+    def row(self, position: int) -> dict[str, Any]:
+        """One chunk's fields, shaped like a Milvus row (store.CHUNK_FIELDS)."""
+        row: dict[str, Any] = {field: self.string(field, position) for field in STRING_FIELDS}
+        row["meta"] = json.loads(row["meta"])
+        row |= {field: int(self.arrays[field][position]) for field in INT_FIELDS}
+        return row
 
 
 class SearchIndex:
-    """Chunk vectors and BM25 weights of one collection at one generation."""
+    """Chunk vectors, BM25 weights and result fields of one collection at one generation."""
 
     def __init__(
         self,
         generation: str,
-        ids: np.ndarray,
+        rows: Rows,
         vectors: np.ndarray,
         weights: sparse.csc_matrix,
         vocabulary: np.ndarray,
     ) -> None:
         self.generation = generation
-        self.ids = ids
+        self.rows = rows
         self.vectors = vectors
         self.weights = weights  # rows × terms, BM25 weight of each term in each row
         self.vocabulary = vocabulary
         self._column = {term: column for column, term in enumerate(vocabulary.tolist())}
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.rows)
 
     @classmethod
     def from_rows(cls, generation: str, rows: Iterable[dict[str, Any]], dim: int) -> SearchIndex:
-        """Build from collection rows with `id`, `dense` and `terms` (space-separated tokens),
-        streaming: memory grows with the index, not with Python objects per row."""
-        ids: list[str] = []
+        """Build from collection rows (store.CHUNK_FIELDS, `dense`, and `terms`: space-separated
+        tokens), streaming: memory grows with the index, not with Python objects per row."""
+        add_row, finish_rows = Rows.builder()
         vectors: list[np.ndarray] = []
         column: dict[str, int] = {}
         cols, tfs, terms_per_row, lengths = array("q"), array("f"), array("q"), array("f")
         for row in rows:
-            ids.append(row["id"])
+            add_row(row)
             vectors.append(np.asarray(row["dense"], dtype=np.float32))
             counts = Counter(row["terms"].split())
             cols.extend(column.setdefault(term, len(column)) for term in counts)
             tfs.extend(counts.values())
             terms_per_row.append(len(counts))
             lengths.append(sum(counts.values()))
-        n_rows, col = len(ids), np.frombuffer(cols, dtype=np.int64)
+        n_rows, col = len(vectors), np.frombuffer(cols, dtype=np.int64)
         tf, length = np.frombuffer(tfs, dtype=np.float32), np.frombuffer(lengths, dtype=np.float32)
         row_of = np.repeat(np.arange(n_rows), np.frombuffer(terms_per_row, dtype=np.int64))
         avgdl = float(length[length > 0].mean()) if length.any() else 1.0
@@ -104,7 +154,7 @@ class SearchIndex:
             (data.astype(np.float32), (row_of, col)), shape=(n_rows, len(column))
         )
         matrix = np.stack(vectors) if vectors else np.zeros((0, dim), dtype=np.float32)
-        return cls(generation, np.array(ids, dtype=str), matrix, weights, np.array(list(column)))
+        return cls(generation, finish_rows(), matrix, weights, np.array(list(column)))
 
     # -- ranking -----------------------------------------------------------------------------
 
@@ -124,16 +174,16 @@ class SearchIndex:
         """Each route's top `depth`, fused as Milvus fuses them, best `limit` first."""
         dense = self.dense(vector, depth)
         bm25 = self.bm25(terms, depth)
-        fused: dict[str, float] = {}
+        fused: dict[int, float] = {}
         for hits, is_dense in ((dense, True), (bm25, False)):
-            for rank, (chunk_id, score) in enumerate(hits, 1):
+            for rank, (position, score) in enumerate(hits, 1):
                 if isinstance(fusion, Reciprocal):
                     part = 1.0 / (fusion.k + rank)
                 elif is_dense:
                     part = fusion.dense_weight * (0.5 + math.atan(score) / math.pi)
                 else:
                     part = (1.0 - fusion.dense_weight) * 2.0 * math.atan(score) / math.pi
-                fused[chunk_id] = fused.get(chunk_id, 0.0) + part
+                fused[position] = fused.get(position, 0.0) + part
         best = sorted(fused.items(), key=lambda item: -item[1])
         return best[:limit]
 
@@ -151,7 +201,7 @@ class SearchIndex:
             part = np.argpartition(-scores[candidates], limit - 1)[:limit]
             candidates = candidates[part]
         order = candidates[np.argsort(-scores[candidates], kind="stable")]
-        return [(str(self.ids[i]), float(scores[i])) for i in order]
+        return [(int(i), float(scores[i])) for i in order]
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -160,18 +210,18 @@ class SearchIndex:
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=directory.parent))
         try:
-            np.savez(
-                staging / "index.npz",
-                format=np.array(_FORMAT),
-                generation=np.array(self.generation),
-                ids=self.ids,
-                vectors=self.vectors,
-                data=self.weights.data,
-                indices=self.weights.indices,
-                indptr=self.weights.indptr,
-                shape=np.array(self.weights.shape),
-                vocabulary=self.vocabulary,
-            )
+            arrays: dict[str, Any] = {
+                "format": np.array(_FORMAT),
+                "generation": np.array(self.generation),
+                "vectors": self.vectors,
+                "data": self.weights.data,
+                "indices": self.weights.indices,
+                "indptr": self.weights.indptr,
+                "shape": np.array(self.weights.shape),
+                "vocabulary": self.vocabulary,
+            }
+            arrays |= {f"rows_{name}": values for name, values in self.rows.arrays.items()}
+            np.savez(staging / "index.npz", **arrays)
             old = directory.with_name(directory.name + ".old")
             if directory.exists():
                 os.replace(directory, old)
@@ -191,6 +241,7 @@ class SearchIndex:
                     (saved["data"], saved["indices"], saved["indptr"]),
                     shape=tuple(saved["shape"]),
                 )
-                return cls(generation, saved["ids"], saved["vectors"], weights, saved["vocabulary"])
+                rows = Rows({n[5:]: saved[n] for n in saved.files if n.startswith("rows_")})
+                return cls(generation, rows, saved["vectors"], weights, saved["vocabulary"])
         except (OSError, ValueError, KeyError):
             return None

@@ -464,7 +464,7 @@ class Store:
     @_milvus_call("search")
     def search_dense(self, vector: Vectors, limit: int) -> list[Hit]:
         if (index := self._search_index()) is not None:
-            return self._fetch(index.dense(vector, limit))
+            return self._hits(index, index.dense(vector, limit))
         result = self.client.search(
             self.collection,
             data=[vector.tolist()],
@@ -481,7 +481,7 @@ class Store:
         if not terms:
             return []
         if (index := self._search_index()) is not None:
-            return self._fetch(index.bm25(terms, limit))
+            return self._hits(index, index.bm25(terms, limit))
         result = self.client.search(
             self.collection,
             data=[terms],
@@ -502,7 +502,7 @@ class Store:
         if not terms:
             return self.search_dense(vector, limit)
         if (index := self._search_index()) is not None:
-            return self._fetch(index.hybrid(vector, terms, limit, depth, fusion))
+            return self._hits(index, index.hybrid(vector, terms, limit, depth, fusion))
         requests = [
             AnnSearchRequest(
                 data=[vector.tolist()], anns_field="dense", param={"metric_type": "IP"}, limit=depth
@@ -538,7 +538,7 @@ class Store:
         if info.generation and (saved := SearchIndex.load(directory, info.generation)):
             return saved
         self._load()
-        rows = self._query_all(self.collection, 'id != ""', ["id", "dense", "terms"])
+        rows = self._query_all(self.collection, 'id != ""', [*CHUNK_FIELDS, "dense", "terms"])
         index = SearchIndex.from_rows(info.generation, rows, info.dim)
         if info.generation:  # a store last written by an older ossrag has none: keep in memory
             try:
@@ -547,9 +547,6 @@ class Store:
                 logging.getLogger(__name__).warning("search index not saved: %s", exc)
         return index
 
-    def _fetch(self, ranked: Ranked) -> list[Hit]:
-        """Chunk rows for ranked ids, in rank order (rows deleted meanwhile are left out)."""
-        if not ranked:
-            return []
-        rows = {row["id"]: row for row in self.get_chunks([chunk_id for chunk_id, _ in ranked])}
-        return [Hit(score, rows[chunk_id]) for chunk_id, score in ranked if chunk_id in rows]
+    @staticmethod
+    def _hits(index: SearchIndex, ranked: Ranked) -> list[Hit]:
+        return [Hit(score, index.rows.row(position)) for position, score in ranked]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,10 +16,19 @@ from ossrag.models import Chunk
 from ossrag.search_index import BM25_B, BM25_K1, Reciprocal, SearchIndex, Weighted
 from ossrag.store import Store
 
+
+def row(chunk_id: str, dense: list[float], terms: str, text: str = "") -> dict[str, Any]:
+    return {
+        "id": chunk_id, "doc_id": f"doc-{chunk_id}", "source": f"{chunk_id}.md",
+        "heading": "Guide › Ünïcode", "start_line": 3, "end_line": 9,
+        "text": text or terms, "meta": {"page": 2}, "dense": dense, "terms": terms,
+    }  # fmt: skip
+
+
 ROWS = [
-    {"id": "a", "dense": [1.0, 0.0], "terms": "milvus store data data"},
-    {"id": "b", "dense": [0.6, 0.8], "terms": "bucket backup"},
-    {"id": "c", "dense": [0.0, 1.0], "terms": "store bucket"},
+    row("a", [1.0, 0.0], "milvus store data data", "Milvus stores data — “quoted” ✓"),
+    row("b", [0.6, 0.8], "bucket backup"),
+    row("c", [0.0, 1.0], "store bucket"),
 ]
 
 
@@ -32,9 +42,19 @@ def small() -> SearchIndex:
     return SearchIndex.from_rows("g1", ROWS, dim=2)
 
 
+def named(index: SearchIndex, ranked: list[tuple[int, float]]) -> dict[str, float]:
+    return {index.rows.row(position)["id"]: score for position, score in ranked}
+
+
+def test_rows_come_back_as_stored(small: SearchIndex) -> None:
+    first = small.rows.row(0)
+    assert first == {k: v for k, v in ROWS[0].items() if k not in ("dense", "terms")}
+    assert [small.rows.row(i)["id"] for i in range(len(small))] == ["a", "b", "c"]
+
+
 def test_bm25_scores_follow_the_formula(small: SearchIndex) -> None:
     avgdl = (4 + 2 + 2) / 3
-    hits = dict(small.bm25("data store", 10))
+    hits = named(small, small.bm25("data store", 10))
     assert hits["a"] == pytest.approx(bm25(2, 1, 3, 4, avgdl) + bm25(1, 2, 3, 4, avgdl), rel=1e-5)
     assert hits["c"] == pytest.approx(bm25(1, 2, 3, 2, avgdl), rel=1e-5)
     assert "b" not in hits  # no query term: not a hit at all
@@ -43,14 +63,15 @@ def test_bm25_scores_follow_the_formula(small: SearchIndex) -> None:
 
 def test_dense_ranks_by_inner_product(small: SearchIndex) -> None:
     ranked = small.dense(np.array([0.0, 1.0]), 2)
-    assert [chunk for chunk, _ in ranked] == ["c", "b"]
+    assert list(named(small, ranked)) == ["c", "b"]
     assert ranked[1][1] == pytest.approx(0.8)
 
 
 def test_weighted_fusion_normalises_as_milvus_does(small: SearchIndex) -> None:
     vector = np.array([1.0, 0.0])
-    dense, sparse = dict(small.dense(vector, 3)), dict(small.bm25("bucket", 3))
-    fused = dict(small.hybrid(vector, "bucket", 3, 3, Weighted(0.6)))
+    dense = named(small, small.dense(vector, 3))
+    sparse = named(small, small.bm25("bucket", 3))
+    fused = named(small, small.hybrid(vector, "bucket", 3, 3, Weighted(0.6)))
     for chunk in "abc":
         expected = 0.6 * (0.5 + math.atan(dense[chunk]) / math.pi)
         expected += 0.4 * 2 * math.atan(sparse.get(chunk, 0.0)) / math.pi
@@ -58,7 +79,7 @@ def test_weighted_fusion_normalises_as_milvus_does(small: SearchIndex) -> None:
 
 
 def test_reciprocal_fusion_counts_only_each_routes_top_depth(small: SearchIndex) -> None:
-    fused = dict(small.hybrid(np.array([1.0, 0.0]), "bucket", 3, 2, Reciprocal(60)))
+    fused = named(small, small.hybrid(np.array([1.0, 0.0]), "bucket", 3, 2, Reciprocal(60)))
     # dense top 2: a, b; bm25 top 2: b, c (tied scores keep row order).
     assert fused == pytest.approx({"a": 1 / 61, "b": 1 / 62 + 1 / 61, "c": 1 / 62})
 
@@ -67,6 +88,7 @@ def test_saved_index_loads_only_for_its_generation(small: SearchIndex, tmp_path:
     small.save(tmp_path / "ix")
     loaded = SearchIndex.load(tmp_path / "ix", "g1")
     assert loaded is not None and loaded.bm25("bucket", 5) == small.bm25("bucket", 5)
+    assert [loaded.rows.row(i) for i in range(3)] == [small.rows.row(i) for i in range(3)]
     assert SearchIndex.load(tmp_path / "ix", "g2") is None
     assert SearchIndex.load(tmp_path / "missing", "g1") is None
 
@@ -79,16 +101,16 @@ def test_memory_index_ranks_like_milvus(index: Index, docs: Path, embedder: Embe
     store = index.store
     assert store._search_index() is not None
 
-    def ranking(memory: bool, query: str) -> tuple[list[str], list[str]]:
+    def ranking(memory: bool, query: str) -> tuple[list[dict[str, Any]], list[str]]:
         store.memory_index = memory
         vector = embedder.embed_query(query)
         hybrid = store.search_hybrid(vector, query, 3, 100, Weighted(0.6))
         dense = store.search_dense(vector, 3)
-        return [h.entity["id"] for h in hybrid], [h.entity["id"] for h in dense]
+        return [h.entity for h in hybrid], [h.entity["id"] for h in dense]
 
     for query in QUERIES:
         (ours, our_dense), (theirs, their_dense) = ranking(True, query), ranking(False, query)
-        assert ours[0] == theirs[0], query
+        assert ours[0] == theirs[0], query  # same chunk, every field the same
         assert our_dense == their_dense, query
 
 
