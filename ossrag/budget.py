@@ -19,15 +19,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import bpe_openai
 
 from ossrag.config import Settings
 from ossrag.llm import LLMError
 from ossrag.models import Passage
 from ossrag.prompts import SYSTEM_PROMPT, build_messages, format_passage
+
+if TYPE_CHECKING:
+    import bpe_openai
 
 ENCODING = "o200k_base"
 GPT_OSS_CONTEXT = 131072
@@ -49,6 +50,8 @@ class ContextBudgetError(LLMError):
 
 @lru_cache(maxsize=1)
 def _encoding() -> bpe_openai.Encoding:
+    import bpe_openai  # loads its vocabulary on import (~0.7 s): only when counting
+
     return bpe_openai.get_encoding(ENCODING)
 
 
