@@ -133,6 +133,8 @@ class Ingestor:
         producer.join()
         if prune:
             self._prune(paths, found, manifest, report)
+        if report.chunks_embedded or report.chunks_deleted:
+            self.store.prepare_search()  # the next search, in any process, starts ready
         report.seconds = time.perf_counter() - started
         return report
 

@@ -521,6 +521,11 @@ class Store:
         )
         return [Hit(hit["distance"], hit["entity"]) for hit in result[0]]
 
+    @_milvus_call("build the search index")
+    def prepare_search(self) -> None:
+        """Build and save the in-memory search index now rather than on the first search."""
+        self._search_index()
+
     def _search_index(self) -> SearchIndex | None:
         """The in-memory index of the current generation, or None to search in Milvus."""
         info = self.info()
