@@ -10,6 +10,7 @@ milliseconds while it is current.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -29,14 +30,13 @@ from threadpoolctl import ThreadpoolController
 BM25_K1 = 1.5  # Milvus Lite's defaults for a BM25 index built without parameters
 BM25_B = 0.75
 _FORMAT = 2  # bump when the saved layout changes
-_blas_limited: list[Any] = []
 
 
+@functools.cache
 def limit_blas_threads() -> None:
     """Keep numpy's BLAS on one thread in this process (once). Its products here are small,
     and its idle threads spinning beside the query encoder slowed a search by a third."""
-    if not _blas_limited:
-        _blas_limited.append(ThreadpoolController().limit(limits=1, user_api="blas"))
+    ThreadpoolController().limit(limits=1, user_api="blas")  # stays until the process ends
 
 
 @dataclass(frozen=True)

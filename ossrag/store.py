@@ -290,8 +290,7 @@ class Store:
 
     def _write_info(self, info: CollectionInfo) -> None:
         """Milvus Lite forgets collection descriptions on reopen: keep our facts in a row."""
-        marker = FileRecord(INFO_ID, json.dumps(asdict(info)), "", "", 0.0, 0)
-        self.client.upsert(self.files_collection, [{**asdict(marker), "unused": [0.0, 0.0]}])
+        self._upsert_files([FileRecord(INFO_ID, json.dumps(asdict(info)), "", "", 0.0, 0)])
         self._info = info
 
     def _begin_write(self) -> None:
@@ -388,10 +387,13 @@ class Store:
 
     @_milvus_call("record files")
     def record_files(self, records: Sequence[FileRecord]) -> None:
-        rows = [{**asdict(record), "unused": [0.0, 0.0]} for record in records]
-        if rows:
+        if records:
             self._begin_write()
-            self.client.upsert(self.files_collection, rows)
+            self._upsert_files(records)
+
+    def _upsert_files(self, records: Sequence[FileRecord]) -> None:
+        rows = [{**asdict(record), "unused": [0.0, 0.0]} for record in records]
+        self.client.upsert(self.files_collection, rows)
 
     @_milvus_call("forget files")
     def forget_files(self, doc_ids: Iterable[str]) -> None:
