@@ -128,3 +128,17 @@ def test_openai_endpoint_down_is_one_line() -> None:
 def test_bad_embedder_specs_fail_fast_and_clearly(spec: str, message: str) -> None:
     with pytest.raises(EmbedderError, match=message):
         load_embedder(spec)
+
+
+def test_query_encoder_is_exported_once_and_a_damaged_copy_replaced(
+    embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    text = "How does Milvus flush data to persistent storage?"
+    fresh = MiniLMEmbedder()
+    assert float(fresh.embed_query(text) @ embedder.embed([text])[0]) > 0.9999
+    (exported,) = (tmp_path / "ossrag" / "models").glob("minilm-*.onnx")
+    exported.write_bytes(b"not a model")
+    again = MiniLMEmbedder()
+    assert float(again.embed_query(text) @ embedder.embed([text])[0]) > 0.9999
+    assert exported.stat().st_size > 1_000_000
