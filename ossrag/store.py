@@ -453,9 +453,11 @@ class Store:
         )
         return sorted(rows, key=lambda row: int(row["start_line"]))
 
-    def _query_all(self, collection: str, expr: str, fields: list[str]) -> Iterator[dict[str, Any]]:
+    def _query_all(
+        self, collection: str, expr: str, fields: list[str], batch_size: int = 1000
+    ) -> Iterator[dict[str, Any]]:
         iterator = self.client.query_iterator(
-            collection, batch_size=1000, filter=expr, output_fields=fields
+            collection, batch_size=batch_size, filter=expr, output_fields=fields
         )
         try:
             while batch := iterator.next():
@@ -545,7 +547,9 @@ class Store:
         if info.generation and (saved := SearchIndex.load(directory, info.generation)):
             return saved
         self._load()
-        rows = self._query_all(self.collection, 'id != ""', [*CHUNK_FIELDS, "dense", "terms"])
+        # Milvus's largest page: Lite's iterator costs per page (100k rows: 53 s at 1000, 25 s).
+        fields = [*CHUNK_FIELDS, "dense", "terms"]
+        rows = self._query_all(self.collection, 'id != ""', fields, batch_size=16384)
         index = SearchIndex.from_rows(info.generation, rows, info.dim)
         if info.generation:  # a store last written by an older ossrag has none: keep in memory
             try:
