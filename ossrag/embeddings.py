@@ -353,7 +353,7 @@ class QueryBatcher:
 
     A server thread that needs a query vector queues it; one worker thread embeds every
     queued query in one padded batch, so concurrent searches cost one forward pass, not one
-    each, and torch is not run from many threads at once.
+    each, and the encoder is not run from many threads at once.
     """
 
     def __init__(self, inner: Embedder, max_batch: int = 32) -> None:
