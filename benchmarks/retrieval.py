@@ -3,7 +3,9 @@
     python benchmarks/retrieval.py [SET.jsonl] [--corpus DIR] [--mode hybrid] [--json]
 
 Each recipe ingests the corpus into its own cached throwaway store (reused on the next run), then
-answers every question; prints a markdown table (README-ready) or one JSON object.
+answers every question; prints a markdown table (README-ready, with a row per language when the set
+has several) or one JSON object. OSSRAG_TRANSLATE=false measures ossrag without cross-lingual
+translation.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ def main() -> None:
         cells = [f"{s[key]:.3f}" for key in keys]
         cells += [f"{s['latency_ms']['p50']:.1f}", f"{s['latency_ms']['p95']:.1f}"]
         print(f"| {name} | " + " | ".join(cells) + " |")
+        if len(s["by_lang"]) > 1:
+            for lang, part in sorted(s["by_lang"].items()):
+                cells = [f"{part[key]:.3f}" for key in keys]
+                print(f"| {name}, {lang} (n={part['n']}) | " + " | ".join(cells) + " | | |")
 
 
 if __name__ == "__main__":
