@@ -219,11 +219,14 @@ def search(
                 "results": [p.to_dict() for p in result.passages],
                 "mode": result.mode,
                 **({"notice": result.notice} if result.notice else {}),
+                **({"translation": result.translation} if result.translation else {}),
             }
         )
         return
     if result.notice:
         err.print(f"[yellow]note:[/] {escape(result.notice)}")
+    if result.translation:
+        err.print(f"[dim]searched with the corpus's words:[/] {escape(result.translation)}")
     for p in result.passages:
         out.print(f"[bold cyan]{p.rank}.[/] [green]{p.score:.3f}[/]  {_location(p)}")
         out.print(escape(p.text.strip()), style="default", markup=False)

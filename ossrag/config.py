@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     fusion: Fusion = Field("weighted", description="hybrid fusion: weighted scores or rrf")
     dense_weight: float = Field(0.6, ge=0, le=1, description="dense share of weighted fusion")
     top_k: int = Field(5, ge=1, le=100)
+    translate: bool = Field(
+        True, description="search questions in other languages with the corpus's words (Lite)"
+    )
     # Generation
     llm: str = Field("", description="preset: " + ", ".join(LLM_PRESETS))
     base_url: str = LLM_PRESETS["ollama"]["base_url"]

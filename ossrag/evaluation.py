@@ -224,13 +224,16 @@ def retrieval_reports(
     for recipe in recipes:
         if recipe not in ("ossrag", "tutorial"):
             raise EvalError(f"unknown baseline {recipe!r}: use 'tutorial'")
-        recipe_settings = settings
+        # The tutorial searched questions as written.
+        recipe_settings = settings.model_copy(
+            update={"translate": settings.translate and recipe == "ossrag"}
+        )
         if corpus is not None:
             variant = (
                 f"{recipe}:{settings.embedder}:{settings.chunk_tokens}:{settings.chunk_overlap}"
                 f":schema{SCHEMA_VERSION}"
             )
-            recipe_settings = settings.model_copy(
+            recipe_settings = recipe_settings.model_copy(
                 update={"db": str(eval_store_path(corpus, variant)), "collection": "eval"}
             )
         index = Index(recipe_settings, embedder=embedder)

@@ -56,7 +56,13 @@ class Index:
     @cached_property
     def retriever(self) -> Retriever:
         s = self.settings
-        return Retriever(self.store, self.embedder, fusion=s.fusion, dense_weight=s.dense_weight)
+        return Retriever(
+            self.store,
+            self.embedder,
+            fusion=s.fusion,
+            dense_weight=s.dense_weight,
+            translate=s.translate,
+        )
 
     @cached_property
     def budget(self) -> Budget:
@@ -94,6 +100,7 @@ class Index:
             chunk_tokens=self.settings.chunk_tokens,
             chunk_overlap=self.settings.chunk_overlap,
             chunker=chunker,
+            lexicon=self.settings.translate,
         )
         return ingestor.run(
             [Path(p) for p in paths],

@@ -94,9 +94,11 @@ class Ingestor:
         chunk_overlap: int = 32,
         max_bytes: int = 20_000_000,
         chunker: Chunker | None = None,
+        lexicon: bool = False,
     ) -> None:
         self.store = store
         self.chunker = chunker
+        self.lexicon = lexicon  # also prepare the cross-lingual lexicon after a change
         self.embedder = embedder
         self.chunk_tokens = min(chunk_tokens, embedder.max_tokens)
         self.chunk_overlap = chunk_overlap
@@ -135,6 +137,8 @@ class Ingestor:
             self._prune(paths, found, manifest, report)
         if report.chunks_embedded or report.chunks_deleted:
             self.store.prepare_search()  # the next search, in any process, starts ready
+            if self.lexicon:
+                self.store.lexicon()
         report.seconds = time.perf_counter() - started
         return report
 

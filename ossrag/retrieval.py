@@ -27,6 +27,7 @@ class SearchResult:
     passages: list[Passage]
     mode: Mode
     notice: str = ""
+    translation: str = ""  # the corpus words a question in another language was searched with
 
 
 class Retriever:
@@ -45,8 +46,10 @@ class Retriever:
         dense_weight: float = DENSE_WEIGHT,
         rrf_k: int = RRF_K,
         depth: int = CANDIDATE_DEPTH,
+        translate: bool = True,
     ) -> None:
         self.store = store
+        self.translate = translate
         self.embedder = embedder
         self.fusion = fusion
         self.dense_weight = dense_weight
@@ -62,21 +65,30 @@ class Retriever:
         if mode != "dense" and not info.bm25:
             notice = "this Milvus has no BM25 full-text search (needs ≥ 2.5): using dense search"
             mode = "dense"
+        lexicon = self.store.lexicon() if self.translate else None
+        translation = (lexicon.translate(query) if lexicon else None) or ""
+        # Dense search reads the translation alone; BM25 keeps the question's own terms too.
+        dense_text, terms_text = (
+            (translation, f"{query} {translation}") if translation else (query, query)
+        )
         if mode == "bm25":
-            hits = self.store.search_bm25(query, k)
+            hits = self.store.search_bm25(terms_text, k)
         elif mode == "dense":
-            hits = self.store.search_dense(self.embedder.embed_query(query), k)
+            hits = self.store.search_dense(self.embedder.embed_query(dense_text), k)
         else:
-            vector = self.embedder.embed_query(query)
+            vector = self.embedder.embed_query(dense_text)
             depth = max(self.depth, k)
             if self.fusion == "rrf":
-                hits = self.store.search_hybrid(vector, query, k, depth, Reciprocal(self.rrf_k))
+                hits = self.store.search_hybrid(
+                    vector, terms_text, k, depth, Reciprocal(self.rrf_k)
+                )
                 # RRF gives at most 2/(k+1) (first in both routes): scale that to 1.0.
                 hits = [Hit(hit.distance * (self.rrf_k + 1) / 2, hit.entity) for hit in hits]
             else:
                 fusion = Weighted(self.dense_weight)
-                hits = self.store.search_hybrid(vector, query, k, depth, fusion)
-        return SearchResult([_passage(rank, hit) for rank, hit in enumerate(hits, 1)], mode, notice)
+                hits = self.store.search_hybrid(vector, terms_text, k, depth, fusion)
+        passages = [_passage(rank, hit) for rank, hit in enumerate(hits, 1)]
+        return SearchResult(passages, mode, notice, translation)
 
     def search_many(
         self, queries: Sequence[str], k: int = 5, mode: Mode = "hybrid"

@@ -14,6 +14,7 @@ import functools
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from array import array
@@ -24,12 +25,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import Stemmer
 from scipy import sparse
 from threadpoolctl import ThreadpoolController
 
 BM25_K1 = 1.5  # Milvus Lite's defaults for a BM25 index built without parameters
 BM25_B = 0.75
 _FORMAT = 2  # bump when the saved layout changes
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+_stemmer = Stemmer.Stemmer("english")
+# Words too common to rank by (Lucene's English list plus question words): dropping them makes
+# Milvus Lite's pure-Python BM25 about 2x faster and its ranking no worse.
+STOPWORDS = frozenset(
+    "a an and are as at be but by for if in into is it no not of on or such that the their then "
+    "there these they this to was will with what when where which who whom why how do does did "
+    "can could should would i me my we our you your he she its am been being have has had".split()
+)
+
+
+def bm25_terms(text: str) -> str:
+    """Lower-cased, English-stemmed word tokens: our own analyzer, so BM25 stems on every Milvus."""
+    words = [word for word in _TOKEN.findall(text.lower()) if word not in STOPWORDS]
+    return " ".join(_stemmer.stemWords(words))
 
 
 @functools.cache
@@ -164,7 +181,7 @@ class SearchIndex:
         return self._top(scores, limit, positive_only=False)
 
     def bm25(self, terms: str, limit: int) -> Ranked:
-        """Top rows by BM25 over the query's tokens (already analysed: see store.bm25_terms)."""
+        """Top rows by BM25 over the query's tokens (already analysed: see bm25_terms)."""
         scores = self._bm25_scores(terms)
         return [] if scores is None else self._top(scores, limit, positive_only=True)
 

@@ -620,6 +620,7 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
             "results": [p.to_dict() for p in result.passages],
             "mode": result.mode,
             **({"notice": result.notice} if result.notice else {}),
+            **({"translation": result.translation} if result.translation else {}),
         }
 
     @app.post("/v1/ingest", dependencies=auth, tags=["ossrag"], status_code=202)

