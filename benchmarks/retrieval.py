@@ -55,7 +55,7 @@ def main() -> None:
         if len(s["by_lang"]) > 1:
             for lang, part in sorted(s["by_lang"].items()):
                 cells = [f"{part[key]:.3f}" for key in keys]
-                print(f"| {name}, {lang} (n={part['n']}) | " + " | ".join(cells) + " | | |")
+                print(f"| {name}, {lang} (n={part['n']:.0f}) | " + " | ".join(cells) + " | | |")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ MIN_LENGTH, MAX_LENGTH = 3, 24
 # (and more of them than English ones): terse keyword queries carry no stopwords and stay as they
 # are, since their technical terms are the corpus's own.
 MIN_FOREIGN_STOPWORDS = 2
+NEAREST_CACHE_SIZE = 100_000  # words remembered per lexicon: a repeated word costs no encoding
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class Lexicon:
 
     def __post_init__(self) -> None:
         self._known = frozenset(self.words)
+        self._nearest: dict[str, str] = {}  # foreign word -> corpus word, as found so far
 
     @classmethod
     def build(
@@ -136,7 +138,7 @@ class Lexicon:
         vectors = np.stack([reused[word] for word in words]) if words else np.zeros((0, 384))
         return cls(generation, words, vectors.astype(np.float32))
 
-    def translate(self, question: str) -> str | None:
+    def translate(self, question: str, encoder: WordEncoder | None = None) -> str | None:
         """The question in the corpus's words, or None when it reads as English already."""
         words = [word.lower() for word in _WORD.findall(question)]
         foreign = foreign_stopwords()
@@ -149,15 +151,17 @@ class Lexicon:
             for word in dict.fromkeys(words)
             if word not in STOPWORDS and (word in self._known or word not in foreign)
         ]
-        unknown = [word for word in content if word not in self._known]
-        encoder = load_word_encoder()
+        unknown = [w for w in content if w not in self._known and w not in self._nearest]
+        encoder = encoder or load_word_encoder()
         if unknown and self.words and encoder is not None:
-            nearest = (encoder.encode(unknown) @ self.vectors.T).argmax(axis=1)
-            mapped = dict(zip(unknown, (self.words[int(row)] for row in nearest), strict=True))
-        else:
-            mapped = {}
+            if len(self._nearest) > NEAREST_CACHE_SIZE:
+                self._nearest.clear()
+            rows = (encoder.encode(unknown) @ self.vectors.T).argmax(axis=1)
+            self._nearest.update(zip(unknown, (self.words[int(r)] for r in rows), strict=True))
         translated = [
-            mapped.get(word, word) for word in content if word in self._known or word in mapped
+            self._nearest.get(word, word)
+            for word in content
+            if word in self._known or word in self._nearest
         ]
         return " ".join(dict.fromkeys(translated)) or None
 

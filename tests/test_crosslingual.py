@@ -64,7 +64,7 @@ def test_vocabulary_keeps_words_that_two_texts_share() -> None:
 def test_an_italian_question_is_mapped_onto_the_corpus_words(encoder: CountingEncoder) -> None:
     texts = [f"{heading}\n{body}" for heading, body in (t.split("\n", 1) for t in DOCS.values())]
     lexicon = Lexicon.build("g1", texts, encoder)
-    translation = lexicon.translate(ITALIAN)
+    translation = lexicon.translate(ITALIAN, encoder)
     assert translation is not None
     assert {"partitions", "collection", "create"} <= set(translation.split())
     assert not {"quante", "posso", "una", "al"} & set(translation.split())  # stopwords dropped
@@ -78,7 +78,7 @@ def test_english_and_terse_questions_are_left_alone(
     encoder: CountingEncoder, question: str
 ) -> None:
     lexicon = Lexicon.build("g1", DOCS.values(), encoder)
-    assert lexicon.translate(question) is None
+    assert lexicon.translate(question, encoder) is None
 
 
 def test_a_rebuild_embeds_only_new_words(encoder: CountingEncoder) -> None:
@@ -155,3 +155,13 @@ def test_a_damaged_model_turns_translation_off_with_a_warning(
         assert result.translation == "" and result.passages  # searched as written
     finally:
         load_word_encoder.cache_clear()
+
+
+def test_a_foreign_word_is_encoded_once(encoder: CountingEncoder) -> None:
+    lexicon = Lexicon.build("g1", DOCS.values(), encoder)
+    encoder.encoded.clear()
+    first = lexicon.translate(ITALIAN, encoder)
+    assert "partizioni" in encoder.encoded
+    encoder.encoded.clear()
+    assert lexicon.translate(ITALIAN, encoder) == first
+    assert encoder.encoded == []
