@@ -572,7 +572,8 @@ class Store:
                         f"{index.rows.string('heading', row)}\n{index.rows.string('text', row)}"
                         for row in range(len(index))
                     )
-                    self._lexicon = Lexicon.build(index.generation, texts, encoder, saved)
+                    previous = saved or self._lexicon  # whose word vectors to reuse
+                    self._lexicon = Lexicon.build(index.generation, texts, encoder, previous)
                     try:  # kept even without a generation: its vectors stay valid
                         self._lexicon.save(path)
                     except OSError as exc:
