@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     fusion: Fusion = Field("weighted", description="hybrid fusion: weighted scores or rrf")
     dense_weight: float = Field(0.6, ge=0, le=1, description="dense share of weighted fusion")
     top_k: int = Field(5, ge=1, le=100)
+    reranker: str = Field(
+        "", description="st:<cross-encoder name or path> rescoring the first stage's best passages"
+    )
+    rerank_depth: int = Field(20, ge=1, le=200, description="passages the reranker rescores")
     translate: bool = Field(
         True, description="search questions in other languages with the corpus's words (Lite)"
     )

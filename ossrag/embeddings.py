@@ -83,6 +83,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def quiet_offline_transformers() -> None:
+    """No hub calls unless the user allows them, no progress bars or config chatter."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model from a local folder or by name, on the CPU by default."""
 
@@ -95,14 +105,8 @@ class SentenceTransformerEmbedder:
         self.max_tokens = int(window)
 
     def _load(self) -> Any:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        quiet_offline_transformers()
         from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as transformers_logging
-
-        # Loading a local model needs no progress bar or config chatter on the user's terminal.
-        transformers_logging.set_verbosity_error()
-        transformers_logging.disable_progress_bar()
 
         try:
             return SentenceTransformer(self.model_ref, device=self.device or "cpu")

@@ -16,6 +16,7 @@ from ossrag.embeddings import Embedder, QueryBatcher, load_embedder
 from ossrag.ingest import Chunker, Ingestor, IngestReport, ProgressCallback
 from ossrag.llm import LLMClient, LLMConfig, LLMError
 from ossrag.rag import Answer, AskEvent, stream_answer
+from ossrag.rerank import load_reranker
 from ossrag.retrieval import Retriever, SearchResult
 from ossrag.rewrite import expand_query
 from ossrag.store import Store
@@ -62,6 +63,8 @@ class Index:
             fusion=s.fusion,
             dense_weight=s.dense_weight,
             translate=s.translate,
+            reranker=load_reranker(s.reranker),
+            rerank_depth=s.rerank_depth,
         )
 
     @cached_property
