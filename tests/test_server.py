@@ -347,6 +347,15 @@ def test_search_returns_passages_with_scores(http: httpx.Client) -> None:
     assert top["source"] == "guide/storage.md" and top["score"] > body["results"][1]["score"]
     assert {"heading", "start_line", "end_line", "text"} <= set(top)
     assert http.post("/v1/search", json={"query": ""}).status_code == 400
+    assert "translation" not in body  # an English question is searched as written
+
+
+def test_search_reports_the_words_a_foreign_question_was_searched_with(
+    http: httpx.Client,
+) -> None:
+    question = "Dove tiene il motore i vettori inseriti? Sono in un bucket?"
+    body = http.post("/v1/search", json={"query": question, "top_k": 1}).json()
+    assert "vectors" in body["translation"].split() and body["results"]
 
 
 def test_ingest_refuses_paths_outside_the_allowed_roots(
