@@ -18,7 +18,7 @@ from pydantic_settings import (
 
 Effort = Literal["low", "medium", "high"]
 Mode = Literal["hybrid", "dense", "bm25"]
-Fusion = Literal["weighted", "rrf"]
+Fusion = Literal["relative", "weighted", "rrf"]
 
 # Copy-paste settings for the servers people run gpt-oss on.
 LLM_PRESETS: dict[str, dict[str, str]] = {
@@ -66,8 +66,12 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(32, ge=0)
     # Retrieval
     mode: Mode = "hybrid"
-    fusion: Fusion = Field("weighted", description="hybrid fusion: weighted scores or rrf")
-    dense_weight: float = Field(0.6, ge=0, le=1, description="dense share of weighted fusion")
+    fusion: Fusion = Field(
+        "relative", description="hybrid fusion: relative (Lite) or weighted scores, or rrf"
+    )
+    dense_weight: float | None = Field(
+        None, ge=0, le=1, description="dense share of relative / weighted fusion (0.8 / 0.6)"
+    )
     top_k: int = Field(5, ge=1, le=100)
     reranker: str = Field(
         "", description="st:<cross-encoder name or path> rescoring the first stage's best passages"

@@ -12,15 +12,24 @@ from ossrag.config import Fusion, Mode
 from ossrag.embeddings import Embedder
 from ossrag.models import Passage
 from ossrag.rerank import Reranker
-from ossrag.search_index import Reciprocal, Weighted
+from ossrag.search_index import (
+    RELATIVE_DENSE_WEIGHT,
+    WEIGHTED_DENSE_WEIGHT,
+    Reciprocal,
+    Relative,
+    Weighted,
+)
 from ossrag.store import Hit, Store
 
 RRF_K = 60
 # Candidates per route before fusion: deeper lists let both signals score more passages
-# (dev set, weighted fusion: MRR@10 0.79 at 20, 0.82 at 50, 0.83 at 100).
+# (dev set, weighted fusion: MRR@10 0.79 at 20, 0.82 at 50, 0.83 at 100; relative fusion, which
+# scores every candidate on both routes, ranked the same from 20 to 200).
 CANDIDATE_DEPTH = 100
-DENSE_WEIGHT = 0.6
-DEFAULT_FUSION = Weighted(DENSE_WEIGHT)
+DEFAULT_FUSION = Relative(RELATIVE_DENSE_WEIGHT)
+# A translated question is half foreign words to the English embedder, while BM25 reads exactly
+# the corpus words it was translated into: lean that much further on BM25.
+TRANSLATED_DENSE_SHIFT = 0.1
 RERANK_DEPTH = 20  # first-stage passages a reranker rescores
 
 
@@ -37,8 +46,9 @@ class SearchResult:
 class Retriever:
     """Dense, BM25 or hybrid search over one store (see Store for where the ranking runs).
 
-    Fusion is a weighted sum of Milvus's normalised scores by default (a convex combination
-    keeps how far apart scores are, which rank fusion throws away), or reciprocal rank fusion.
+    Fusion is a weighted sum of scores by default (a convex combination keeps how far apart
+    scores are, which rank fusion throws away): "relative" puts BM25 on the scale of the query's
+    own ceiling (see search_index.Relative), "weighted" is Milvus's WeightedRanker; or "rrf".
     """
 
     def __init__(
@@ -46,8 +56,8 @@ class Retriever:
         store: Store,
         embedder: Embedder,
         *,
-        fusion: Fusion = "weighted",
-        dense_weight: float = DENSE_WEIGHT,
+        fusion: Fusion = "relative",
+        dense_weight: float | None = None,
         rrf_k: int = RRF_K,
         depth: int = CANDIDATE_DEPTH,
         translate: bool = True,
@@ -92,7 +102,7 @@ class Retriever:
                 # RRF gives at most 2/(k+1) (first in both routes): scale that to 1.0.
                 hits = [Hit(hit.distance * (self.rrf_k + 1) / 2, hit.entity) for hit in hits]
             else:
-                fusion = Weighted(self.dense_weight)
+                fusion = score_fusion(self.fusion, self.dense_weight, translated=bool(translation))
                 hits = self.store.search_hybrid(vector, text, first, depth, fusion)
         passages = [_passage(rank, hit) for rank, hit in enumerate(hits, 1)]
         if self.reranker and passages:
@@ -120,6 +130,20 @@ class Retriever:
         ]
         first = results[0] if results else SearchResult([], mode)
         return SearchResult(passages, first.mode, first.notice)
+
+
+def score_fusion(
+    fusion: Fusion, dense_weight: float | None, *, translated: bool = False
+) -> Relative | Weighted:
+    """The score fusion ("relative" or "weighted") with its dense share: the given one, else the
+    fusion's default, less TRANSLATED_DENSE_SHIFT for a question searched with its translation."""
+    relative = fusion == "relative"
+    weight = dense_weight
+    if weight is None:
+        weight = RELATIVE_DENSE_WEIGHT if relative else WEIGHTED_DENSE_WEIGHT
+    if translated:
+        weight = max(0.0, weight - TRANSLATED_DENSE_SHIFT)
+    return Relative(weight) if relative else Weighted(weight)
 
 
 def _rerank(reranker: Reranker, question: str, passages: list[Passage], k: int) -> list[Passage]:

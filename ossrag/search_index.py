@@ -3,7 +3,8 @@
 Milvus Lite 3 runs its engine in Python, so one hybrid search costs 20-40 ms of CPU on 5k chunks.
 This index ranks the same rows the same way (inner product; BM25 with Lite's k1 and b; Milvus's
 weighted and RRF fusion over each route's top `depth`) in a millisecond or two, and keeps the
-fields a search returns. Milvus stays the store of record: the index is built from the collection,
+fields a search returns. It also fuses in a way Milvus cannot (`Relative`), since it knows each
+term's idf. Milvus stays the store of record: the index is built from the collection,
 tagged with the collection's generation and saved beside the store, so a new process loads it in
 milliseconds while it is current.
 """
@@ -56,6 +57,12 @@ def limit_blas_threads() -> None:
     ThreadpoolController().limit(limits=1, user_api="blas")  # stays until the process ends
 
 
+# Default dense shares, measured over the dev and held-out sets (benchmarks/retrieval.py): Milvus's
+# weighted fusion peaks near 0.6 (its atan leaves BM25 little range), Relative near 0.8.
+WEIGHTED_DENSE_WEIGHT = 0.6
+RELATIVE_DENSE_WEIGHT = 0.8
+
+
 @dataclass(frozen=True)
 class Weighted:
     """Milvus's WeightedRanker with norm_score: IP → ½ + atan(s)/π, BM25 → 2·atan(s)/π."""
@@ -70,7 +77,20 @@ class Reciprocal:
     k: int
 
 
-Fusion = Weighted | Reciprocal
+@dataclass(frozen=True)
+class Relative:
+    """Dense IP normalised as Milvus does (½ + atan(s)/π) plus BM25 as a share of the query's own
+    ceiling, Σ idf·(k1+1) over its terms, weighted; every candidate of either route gets both.
+
+    Milvus's atan squeezes BM25 scores of 15 and 30 to 0.96 and 0.98, so among the candidates
+    BM25 barely ranks; a share of the ceiling keeps them apart, and stays comparable across
+    short and long queries.
+    """
+
+    dense_weight: float
+
+
+Fusion = Weighted | Reciprocal | Relative
 Ranked = list[tuple[int, float]]  # (row position, score), best first
 STRING_FIELDS = ("id", "doc_id", "source", "heading", "text", "meta")  # meta as JSON
 INT_FIELDS = ("start_line", "end_line")
@@ -139,6 +159,10 @@ class SearchIndex:
         self.weights = weights  # rows × terms, BM25 weight of each term in each row
         self.vocabulary = vocabulary
         self._column = {term: column for column, term in enumerate(vocabulary.tolist())}
+        document_frequency = np.diff(weights.indptr)  # rows holding each term (csc columns)
+        self._idf = np.log(
+            (len(rows) - document_frequency + 0.5) / (document_frequency + 0.5) + 1.0
+        ).astype(np.float32)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -188,7 +212,9 @@ class SearchIndex:
     def hybrid(
         self, vector: np.ndarray, terms: str, limit: int, depth: int, fusion: Fusion
     ) -> Ranked:
-        """Each route's top `depth`, fused as Milvus fuses them, best `limit` first."""
+        """Each route's top `depth` fused as Milvus fuses them (or as `Relative`), best first."""
+        if isinstance(fusion, Relative):
+            return self._relative(vector, terms, limit, depth, fusion.dense_weight)
         dense = self.dense(vector, depth)
         bm25 = self.bm25(terms, depth)
         fused: dict[int, float] = {}
@@ -204,12 +230,38 @@ class SearchIndex:
         best = sorted(fused.items(), key=lambda item: -item[1])
         return best[:limit]
 
-    def _bm25_scores(self, terms: str) -> np.ndarray | None:
+    def _relative(
+        self, vector: np.ndarray, terms: str, limit: int, depth: int, dense_weight: float
+    ) -> Ranked:
+        dense = self.vectors @ np.asarray(vector, dtype=np.float32)
+        candidates = [position for position, _ in self._top(dense, depth, positive_only=False)]
+        query = self._query_terms(terms)
+        bm25 = np.zeros_like(dense)
+        ceiling = 1.0
+        if query is not None:
+            columns, counts = query
+            bm25 = np.asarray(self.weights[:, columns] @ counts).ravel()
+            ceiling = float(self._idf[columns] @ counts) * (BM25_K1 + 1.0)
+            candidates += [position for position, _ in self._top(bm25, depth, positive_only=True)]
+        pool = np.unique(np.array(candidates, dtype=np.int64))
+        fused = dense_weight * (0.5 + np.arctan(dense[pool]) / np.pi)
+        fused += (1.0 - dense_weight) * bm25[pool] / ceiling
+        order = np.argsort(-fused, kind="stable")[:limit]
+        return [(int(pool[i]), float(fused[i])) for i in order]
+
+    def _query_terms(self, terms: str) -> tuple[list[int], np.ndarray] | None:
+        """The query's known terms as (columns, counts), or None when it has none."""
         query = Counter(t for t in terms.split() if t in self._column)
         if not query:
             return None
         columns = [self._column[t] for t in query]
-        counts = np.fromiter(query.values(), dtype=np.float32)
+        return columns, np.fromiter(query.values(), dtype=np.float32)
+
+    def _bm25_scores(self, terms: str) -> np.ndarray | None:
+        query = self._query_terms(terms)
+        if query is None:
+            return None
+        columns, counts = query
         return np.asarray(self.weights[:, columns] @ counts).ravel()
 
     def _top(self, scores: np.ndarray, limit: int, positive_only: bool) -> Ranked:

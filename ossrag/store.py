@@ -30,10 +30,13 @@ from ossrag.crosslingual import Lexicon, load_word_encoder
 from ossrag.embeddings import Vectors
 from ossrag.models import Chunk
 from ossrag.search_index import (
+    WEIGHTED_DENSE_WEIGHT,
     Fusion,
     Ranked,
     Reciprocal,
+    Relative,
     SearchIndex,
+    Weighted,
     bm25_terms,
     limit_blas_threads,
 )
@@ -494,7 +497,11 @@ class Store:
     def search_hybrid(
         self, vector: Vectors, query: str, limit: int, depth: int, fusion: Fusion
     ) -> list[Hit]:
-        """Dense and BM25 routes, `depth` candidates each, fused as `fusion` says."""
+        """Dense and BM25 routes, `depth` candidates each, fused as `fusion` says.
+
+        Milvus itself has no `Relative` fusion (its idf stays inside the server): a store without
+        the in-memory index fuses such searches with Milvus's weighted ranker at its default share.
+        """
         terms = bm25_terms(query)
         if not terms:
             return self.search_dense(vector, limit)
@@ -508,6 +515,8 @@ class Store:
                 data=[terms], anns_field="sparse", param={"metric_type": "BM25"}, limit=depth
             ),
         ]
+        if isinstance(fusion, Relative):
+            fusion = Weighted(WEIGHTED_DENSE_WEIGHT)
         ranker: RRFRanker | WeightedRanker = (
             RRFRanker(fusion.k)
             if isinstance(fusion, Reciprocal)

@@ -13,7 +13,8 @@ from ossrag.config import Settings
 from ossrag.embeddings import Embedder
 from ossrag.index import Index
 from ossrag.models import Chunk
-from ossrag.search_index import BM25_B, BM25_K1, Reciprocal, SearchIndex, Weighted
+from ossrag.retrieval import score_fusion
+from ossrag.search_index import BM25_B, BM25_K1, Reciprocal, Relative, SearchIndex, Weighted
 from ossrag.store import Store
 
 
@@ -84,6 +85,32 @@ def test_reciprocal_fusion_counts_only_each_routes_top_depth(small: SearchIndex)
     assert fused == pytest.approx({"a": 1 / 61, "b": 1 / 62 + 1 / 61, "c": 1 / 62})
 
 
+def test_relative_fusion_scores_bm25_as_a_share_of_the_querys_ceiling(small: SearchIndex) -> None:
+    vector = np.array([1.0, 0.0])
+    dense = named(small, small.dense(vector, 3))
+    sparse = named(small, small.bm25("bucket bucket store", 3))
+    # the query's ceiling: each term's idf × (k1 + 1), as often as the query holds it
+    idf = math.log((3 - 2 + 0.5) / (2 + 0.5) + 1)  # "bucket" and "store" are both in 2 of 3 rows
+    ceiling = 3 * idf * (BM25_K1 + 1)
+    fused = named(small, small.hybrid(vector, "bucket bucket store", 3, 3, Relative(0.8)))
+    for chunk in "abc":
+        expected = 0.8 * (0.5 + math.atan(dense[chunk]) / math.pi)
+        expected += 0.2 * sparse.get(chunk, 0.0) / ceiling
+        assert fused[chunk] == pytest.approx(expected, rel=1e-5)
+    assert max(fused.values()) <= 1.0
+
+
+def test_relative_fusion_gives_each_candidate_both_scores(small: SearchIndex) -> None:
+    vector = np.array([1.0, 0.0])
+    # depth 1: dense keeps "a" only, BM25 keeps "b" only; neither is scored as missing the other.
+    relative = named(small, small.hybrid(vector, "backup", 3, 1, Relative(0.5)))
+    weighted = named(small, small.hybrid(vector, "backup", 3, 1, Weighted(0.5)))
+    assert set(relative) == set(weighted) == {"a", "b"}
+    assert relative["b"] > 0.5 * (0.5 + math.atan(0.6) / math.pi)  # b's dense score counts
+    assert weighted["b"] < 0.5  # Milvus counts only the routes that listed b
+    assert relative["a"] == pytest.approx(0.5 * (0.5 + math.atan(1.0) / math.pi))
+
+
 def test_saved_index_loads_only_for_its_generation(small: SearchIndex, tmp_path: Path) -> None:
     small.save(tmp_path / "ix")
     loaded = SearchIndex.load(tmp_path / "ix", "g1")
@@ -112,6 +139,20 @@ def test_memory_index_ranks_like_milvus(index: Index, docs: Path, embedder: Embe
         (ours, our_dense), (theirs, their_dense) = ranking(True, query), ranking(False, query)
         assert ours[0] == theirs[0], query  # same chunk, every field the same
         assert our_dense == their_dense, query
+
+
+def test_milvus_fuses_relative_searches_with_its_weighted_ranker(
+    index: Index, docs: Path, embedder: Embedder
+) -> None:
+    index.ingest([docs])
+    store = index.store
+    store.memory_index = False  # rank in Milvus, which has no relative fusion
+    vector = embedder.embed_query(QUERIES[1])
+    relative = store.search_hybrid(vector, QUERIES[1], 3, 100, Relative(0.8))
+    weighted = store.search_hybrid(vector, QUERIES[1], 3, 100, Weighted(0.6))
+    assert relative and [(h.entity["id"], h.distance) for h in relative] == [
+        (h.entity["id"], h.distance) for h in weighted
+    ]
 
 
 def test_edits_and_deletions_are_searched_at_once(index: Index, docs: Path) -> None:
@@ -174,3 +215,11 @@ def test_unflushed_writes_are_searched_in_milvus_and_a_crash_retires_the_saved_i
         assert again.search("back up the bucket", k=1).passages[0].chunk_id == chunk.chunk_id
     finally:
         again.close()
+
+
+def test_score_fusion_defaults_and_the_lean_for_translated_questions() -> None:
+    assert score_fusion("relative", None) == Relative(0.8)
+    assert score_fusion("weighted", None) == Weighted(0.6)
+    assert score_fusion("relative", 0.5) == Relative(0.5)
+    assert score_fusion("relative", None, translated=True) == Relative(pytest.approx(0.7))
+    assert score_fusion("weighted", 0.05, translated=True) == Weighted(0.0)
