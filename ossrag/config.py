@@ -19,6 +19,7 @@ from pydantic_settings import (
 Effort = Literal["low", "medium", "high"]
 Mode = Literal["hybrid", "dense", "bm25"]
 Fusion = Literal["relative", "weighted", "rrf"]
+Rewrite = Literal["off", "foreign", "all"]
 
 # Copy-paste settings for the servers people run gpt-oss on.
 LLM_PRESETS: dict[str, dict[str, str]] = {
@@ -79,6 +80,11 @@ class Settings(BaseSettings):
     rerank_depth: int = Field(20, ge=1, le=200, description="passages the reranker rescores")
     translate: bool = Field(
         True, description="search questions in other languages with the corpus's words (Lite)"
+    )
+    rewrite: Rewrite = Field(
+        "foreign",
+        description="questions `ask` and chat have the LLM turn into English search queries "
+        "first: off, foreign (questions in another language), all",
     )
     # Generation
     llm: str = Field("", description="preset: " + ", ".join(LLM_PRESETS))

@@ -97,6 +97,16 @@ def foreign_stopwords() -> frozenset[str]:
     return frozenset(words - STOPWORDS)
 
 
+def reads_foreign(question: str, known: frozenset[str] = frozenset()) -> bool:
+    """Whether a question is in another language than English: at least MIN_FOREIGN_STOPWORDS of
+    its words are other languages' stopwords that the corpus (`known`) does not use, and more of
+    them than English stopwords."""
+    words = [word.lower() for word in _WORD.findall(question)]
+    foreign = foreign_stopwords()
+    own = sum(word in foreign and word not in known for word in words)
+    return own >= MIN_FOREIGN_STOPWORDS and own > sum(word in STOPWORDS for word in words)
+
+
 def vocabulary(texts: Iterable[str]) -> list[str]:
     """The words (lower-cased, letters only) that at least MIN_DOCUMENT_FREQUENCY texts use."""
     frequency: Counter[str] = Counter()
@@ -120,7 +130,7 @@ class Lexicon:
     vectors: Vectors
 
     def __post_init__(self) -> None:
-        self._known = frozenset(self.words)
+        self.known = frozenset(self.words)
         self._nearest: dict[str, str] = {}  # foreign word -> corpus word, as found so far
 
     @classmethod
@@ -141,18 +151,17 @@ class Lexicon:
 
     def translate(self, question: str, encoder: WordEncoder | None = None) -> str | None:
         """The question in the corpus's words, or None when it reads as English already."""
+        if not reads_foreign(question, self.known):
+            return None
         words = [word.lower() for word in _WORD.findall(question)]
         foreign = foreign_stopwords()
-        own = sum(word in foreign and word not in self._known for word in words)
-        if own < MIN_FOREIGN_STOPWORDS or own <= sum(word in STOPWORDS for word in words):
-            return None
         # Keep what the corpus uses (even an Italian "come"), drop stopwords, map the rest.
         content = [
             word
             for word in dict.fromkeys(words)
-            if word not in STOPWORDS and (word in self._known or word not in foreign)
+            if word not in STOPWORDS and (word in self.known or word not in foreign)
         ]
-        unknown = [w for w in content if w not in self._known and w not in self._nearest]
+        unknown = [w for w in content if w not in self.known and w not in self._nearest]
         encoder = encoder or load_word_encoder()
         if unknown and self.words and encoder is not None:
             if len(self._nearest) > NEAREST_CACHE_SIZE:
@@ -162,7 +171,7 @@ class Lexicon:
         translated = [
             self._nearest.get(word, word)
             for word in content
-            if word in self._known or word in self._nearest
+            if word in self.known or word in self._nearest
         ]
         return " ".join(dict.fromkeys(translated)) or None
 

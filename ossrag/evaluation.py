@@ -12,7 +12,6 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from ossrag.embeddings import Embedder
 from ossrag.index import Index
 from ossrag.ingest import ProgressCallback
 from ossrag.models import Chunk, Document, Passage
+from ossrag.rewrite import REWRITE_OFF
 from ossrag.store import SCHEMA_VERSION
 
 RECALL_AT = (1, 3, 5, 10)
@@ -199,8 +199,18 @@ def eval_store_path(corpus: Path, variant: str) -> Path:
     return Path(user_cache_dir("ossrag")) / "eval" / f"{corpus.name}-{key}.db"
 
 
-def _passages(index: Index, mode: Mode, rewrite: bool, query: str, k: int) -> list[Passage]:
-    return index.search(query, k, mode, rewrite=rewrite).passages
+class _Searcher:
+    """The retrieval path as a SearchFn, remembering the questions whose rewrite failed."""
+
+    def __init__(self, index: Index, mode: Mode, rewrite: bool) -> None:
+        self.index, self.mode, self.rewrite = index, mode, rewrite
+        self.failures: list[str] = []
+
+    def __call__(self, query: str, k: int) -> list[Passage]:
+        result = self.index.search(query, k, self.mode, rewrite=self.rewrite)
+        if self.rewrite and result.notice.startswith(REWRITE_OFF):
+            self.failures.append(result.notice)
+        return result.passages
 
 
 def retrieval_reports(
@@ -247,7 +257,13 @@ def retrieval_reports(
             if expand:
                 expand, detail = index.llm.check()
                 notice = "queries rewritten by the LLM" if expand else f"rewrite off: {detail}"
-            report = evaluate(recipe, items, partial(_passages, index, mode, expand), k)
+            searcher = _Searcher(index, mode, expand)
+            report = evaluate(recipe, items, searcher, k)
+            if searcher.failures:
+                notice = (
+                    f"{len(searcher.failures)} rewrites failed (those questions were searched "
+                    f"as written); the first: {searcher.failures[0]}"
+                )
             report.notice = notice
             reports.append(report)
         finally:

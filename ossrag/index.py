@@ -18,7 +18,7 @@ from ossrag.llm import LLMClient, LLMConfig, LLMError
 from ossrag.rag import Answer, AskEvent, stream_answer
 from ossrag.rerank import load_reranker
 from ossrag.retrieval import Retriever, SearchResult
-from ossrag.rewrite import expand_query
+from ossrag.rewrite import REWRITE_OFF, expand_query
 from ossrag.store import Store
 from ossrag.structured import BASE_SCHEMA, StructuredAnswer, answer_structured
 
@@ -116,7 +116,13 @@ class Index:
     def search(
         self, query: str, k: int | None = None, mode: Mode | None = None, *, rewrite: bool = False
     ) -> SearchResult:
-        """Passages for a query; `rewrite` adds LLM-written English queries (see ossrag.rewrite)."""
+        """Passages for a query; `rewrite` adds LLM-written English queries (see ossrag.rewrite).
+
+        A question in another language is searched with the LLM's queries alone, its English
+        version first: the original, even with its word translation, only dilutes the fusion
+        (held-out Italian questions with reference translations: MRR@10 0.735 without the
+        original, 0.605 with it).
+        """
         k, mode = k or self.settings.top_k, mode or self.settings.mode
         if not rewrite:
             return self.retriever.search(query, k, mode)
@@ -124,7 +130,10 @@ class Index:
             queries = expand_query(self.llm, query)
         except LLMError as exc:
             result = self.retriever.search(query, k, mode)
-            return replace(result, notice=f"query rewriting is off: {exc}")
+            return replace(result, notice=f"{REWRITE_OFF}: {exc}")
+        if len(queries) > 1 and self.retriever.reads_foreign(query):
+            result = self.retriever.search_many(queries[1:], k, mode)
+            return replace(result, translation=queries[1])
         return self.retriever.search_many(queries, k, mode)
 
     def ask_stream(
@@ -186,8 +195,13 @@ class Index:
         self, question: str, k: int | None, mode: Mode | None
     ) -> tuple[SearchResult, float]:
         started = time.perf_counter()
-        result = self.search(question, k, mode)
+        result = self.search(question, k, mode, rewrite=self.rewrites(question))
         return result, (time.perf_counter() - started) * 1000
+
+    def rewrites(self, question: str) -> bool:
+        """Whether `ask` and chat have the LLM rewrite this question first (setting `rewrite`)."""
+        rewrite = self.settings.rewrite
+        return rewrite == "all" or (rewrite == "foreign" and self.retriever.reads_foreign(question))
 
     def ask(self, question: str, **options: Any) -> Answer:
         for event in self.ask_stream(question, **options):

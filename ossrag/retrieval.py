@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ossrag.config import Fusion, Mode
+from ossrag.crosslingual import reads_foreign
 from ossrag.embeddings import Embedder
 from ossrag.models import Passage
 from ossrag.rerank import Reranker
@@ -108,6 +109,11 @@ class Retriever:
         if self.reranker and passages:
             passages = _rerank(self.reranker, text, passages, k)
         return SearchResult(passages, mode, notice, translation)
+
+    def reads_foreign(self, question: str) -> bool:
+        """Whether `question` is in another language than English (see ossrag.crosslingual)."""
+        lexicon = self.store.lexicon() if self.translate else None
+        return reads_foreign(question, lexicon.known if lexicon else frozenset())
 
     def search_many(
         self, queries: Sequence[str], k: int = 5, mode: Mode = "hybrid"

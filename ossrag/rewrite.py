@@ -15,6 +15,7 @@ Reply with 1 to 3 queries, one per line, nothing else: first the question in Eng
 documentation would use."""
 EXPAND_TOKENS = 400
 MAX_QUERIES = 4
+REWRITE_OFF = "query rewriting is off"  # how a search's notice starts when the LLM failed
 
 
 def expand_query(llm: LLMClient, question: str) -> list[str]:

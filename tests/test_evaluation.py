@@ -7,14 +7,19 @@ from pathlib import Path
 
 import pytest
 from conftest import write_docs
+from llm_server import Reply, ScriptedLLMServer
 from typer.testing import CliRunner
 
 from ossrag.cli import app
+from ossrag.config import Settings
+from ossrag.embeddings import Embedder
 from ossrag.evaluation import (
     EvalError,
+    EvalItem,
     first_relevant,
     load_items,
     metrics,
+    retrieval_reports,
     tutorial_chunks,
 )
 from ossrag.models import Document
@@ -93,3 +98,18 @@ def test_cli_eval_bad_set_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["eval", "retrieval", str(bad)])
     assert result.exit_code == 1
     assert "bad.jsonl:1: field 'question'" in result.stderr
+
+
+def test_failed_rewrites_are_reported_not_hidden(
+    tmp_path: Path, monkeypatch, settings: Settings, embedder: Embedder
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    corpus = write_docs(tmp_path / "corpus")
+    items = [EvalItem(id="a", question="Where are vectors kept?", evidence=["object storage"])]
+    with ScriptedLLMServer(Reply(content="vector storage")) as server:
+        # the server answers (so rewriting is on) but has no such model: every rewrite fails
+        s = settings.model_copy(update={"base_url": server.base_url, "model": "no-such-model"})
+        report = retrieval_reports(s, items, corpus=corpus, rewrite=True, embedder=embedder)[0]
+    assert report.notice.startswith("2 rewrites failed")  # the warm-up search and the question
+    assert "no-such-model" in report.notice
+    assert report.outcomes[0].rank == 1  # searched as written

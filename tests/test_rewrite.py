@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from llm_server import Reply, ScriptedLLMServer
 
@@ -10,7 +11,7 @@ from ossrag.config import Settings
 from ossrag.embeddings import Embedder
 from ossrag.index import Index
 from ossrag.llm import LLMClient, LLMConfig
-from ossrag.rewrite import expand_query
+from ossrag.rewrite import EXPAND_PROMPT, expand_query
 
 
 def test_expand_query_parses_lines_and_dedupes() -> None:
@@ -54,3 +55,49 @@ def test_rewrite_falls_back_with_notice_when_llm_is_down(index: Index, docs: Pat
     result = index.search("backup tool", k=2, rewrite=True)
     assert result.passages and "query rewriting is off" in result.notice
     assert "127.0.0.1:9" in result.notice
+
+
+ITALIAN = "Dove si trova il cluster e come lo posso usare?"
+
+
+def scripted(body: dict[str, Any]) -> Reply:
+    """Rewrite requests get English queries; every other request gets an answer."""
+    if body["messages"][0]["content"] == EXPAND_PROMPT:
+        return Reply(content="object storage MinIO\nobject storage")
+    return Reply(content="In object storage [1].")
+
+
+def test_a_foreign_question_is_searched_with_the_llms_english_alone(
+    settings: Settings, embedder: Embedder, docs: Path
+) -> None:
+    with ScriptedLLMServer(Reply(respond=scripted)) as server:
+        s = settings.model_copy(update={"base_url": server.base_url, "model": "gpt-oss-20b"})
+        index = Index(s, embedder=embedder)
+        index.ingest([docs])
+        assert "cluster" in index.search(ITALIAN, k=5, mode="bm25").passages[0].text
+        result = index.search(ITALIAN, k=5, mode="bm25", rewrite=True)
+        index.close()
+    # the original's "cluster" (notes.txt) is not searched: only the LLM's English is
+    assert result.passages and {p.source for p in result.passages} == {"guide/storage.md"}
+    assert result.translation == "object storage MinIO"
+
+
+def test_ask_rewrites_only_questions_in_another_language(
+    settings: Settings, embedder: Embedder, docs: Path
+) -> None:
+    with ScriptedLLMServer(Reply(respond=scripted)) as server:
+        s = settings.model_copy(update={"base_url": server.base_url, "model": "gpt-oss-20b"})
+        index = Index(s, embedder=embedder)
+        index.ingest([docs])
+        index.ask("Where is the data kept?")
+        english = [b["messages"][0]["content"] for b in server.bodies()]
+        answer = index.ask(ITALIAN)
+        italian = [b["messages"][0]["content"] for b in server.bodies()[len(english) :]]
+        index.settings = s.model_copy(update={"rewrite": "off"})
+        index.ask(ITALIAN)
+        off = len(server.bodies()) - len(english) - len(italian)
+        index.close()
+    assert EXPAND_PROMPT not in english and len(english) == 1
+    assert italian[0] == EXPAND_PROMPT and len(italian) == 2
+    assert answer.passages[0].source == "guide/storage.md"
+    assert off == 1
