@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from llm_server import Reply, ScriptedLLMServer
 
 from ossrag.config import Settings
@@ -67,36 +69,41 @@ def scripted(body: dict[str, Any]) -> Reply:
     return Reply(content="In object storage [1].")
 
 
-def test_a_foreign_question_is_searched_with_the_llms_english_alone(
+@pytest.fixture
+def rewriting(
     settings: Settings, embedder: Embedder, docs: Path
-) -> None:
+) -> Iterator[tuple[Index, ScriptedLLMServer]]:
+    """An index over the docs whose LLM writes English queries when asked to rewrite."""
     with ScriptedLLMServer(Reply(respond=scripted)) as server:
         s = settings.model_copy(update={"base_url": server.base_url, "model": "gpt-oss-20b"})
         index = Index(s, embedder=embedder)
         index.ingest([docs])
-        assert "cluster" in index.search(ITALIAN, k=5, mode="bm25").passages[0].text
-        result = index.search(ITALIAN, k=5, mode="bm25", rewrite=True)
+        yield index, server
         index.close()
+
+
+def test_a_foreign_question_is_searched_with_the_llms_english_alone(
+    rewriting: tuple[Index, ScriptedLLMServer],
+) -> None:
+    index, _ = rewriting
+    assert "cluster" in index.search(ITALIAN, k=5, mode="bm25").passages[0].text
+    result = index.search(ITALIAN, k=5, mode="bm25", rewrite=True)
     # the original's "cluster" (notes.txt) is not searched: only the LLM's English is
     assert result.passages and {p.source for p in result.passages} == {"guide/storage.md"}
     assert result.translation == "object storage MinIO"
 
 
 def test_ask_rewrites_only_questions_in_another_language(
-    settings: Settings, embedder: Embedder, docs: Path
+    rewriting: tuple[Index, ScriptedLLMServer],
 ) -> None:
-    with ScriptedLLMServer(Reply(respond=scripted)) as server:
-        s = settings.model_copy(update={"base_url": server.base_url, "model": "gpt-oss-20b"})
-        index = Index(s, embedder=embedder)
-        index.ingest([docs])
-        index.ask("Where is the data kept?")
-        english = [b["messages"][0]["content"] for b in server.bodies()]
-        answer = index.ask(ITALIAN)
-        italian = [b["messages"][0]["content"] for b in server.bodies()[len(english) :]]
-        index.settings = s.model_copy(update={"rewrite": "off"})
-        index.ask(ITALIAN)
-        off = len(server.bodies()) - len(english) - len(italian)
-        index.close()
+    index, server = rewriting
+    index.ask("Where is the data kept?")
+    english = [b["messages"][0]["content"] for b in server.bodies()]
+    answer = index.ask(ITALIAN)
+    italian = [b["messages"][0]["content"] for b in server.bodies()[len(english) :]]
+    index.settings = index.settings.model_copy(update={"rewrite": "off"})
+    index.ask(ITALIAN)
+    off = len(server.bodies()) - len(english) - len(italian)
     assert EXPAND_PROMPT not in english and len(english) == 1
     assert italian[0] == EXPAND_PROMPT and len(italian) == 2
     assert answer.passages[0].source == "guide/storage.md"
