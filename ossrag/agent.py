@@ -52,6 +52,10 @@ brackets, like [1] or [2][3]. If the passages do not contain the answer, say so 
 Answer in the language of the question, concisely."""
 
 FINAL_NOTE = "The tool budget is used up: answer now from the passages above, without tools."
+# gpt-oss may say what it is about to do before calling a tool (a harmony "preamble"), and servers
+# send that as content. A turn that may still call tools holds back this much text before it
+# streams it as the answer; a shorter text followed by tool calls was a preamble.
+PREAMBLE_CHARS = 280
 
 TOOLS: list[dict[str, Any]] = [
     {
@@ -223,7 +227,8 @@ class _Run:
             agent.budget.check(self.messages, options.get("tools", ()))
             text: list[str] = []
             reasoning: list[str] = []
-            held: list[str] = []  # answer text that may turn out to be a JSON tool call
+            held: list[str] = []  # text not streamed yet: maybe a preamble or a JSON tool call
+            streaming = False  # this turn's text is going out as answer text
             finished: Finished | None = None
             try:
                 for event in agent.llm.stream(
@@ -237,13 +242,21 @@ class _Run:
                     elif isinstance(event, ReasoningDelta):
                         reasoning.append(event.text)
                         yield event
+                    elif streaming:
+                        text.append(event.text)
+                        yield event
                     else:
                         text.append(event.text)
-                        if held or (not text[1:] and event.text.lstrip().startswith("{")):
-                            held.append(event.text)
+                        held.append(event.text)
+                        so_far = "".join(held)
+                        if so_far.lstrip().startswith("{") or (
+                            options and len(so_far) <= PREAMBLE_CHARS
+                        ):
                             continue
+                        streaming = True
+                        held.clear()
                         first_token = first_token or time.perf_counter()
-                        yield event
+                        yield ContentDelta(so_far)
             except LLMError as exc:
                 if not self.calls and tools_unsupported(exc):
                     yield from self._fallback(f"the LLM server rejected tool calling ({exc})")
@@ -254,6 +267,9 @@ class _Run:
             reasoning_all.append("".join(reasoning))
             answer = "".join(text).strip()
             if finished.tool_calls and not out_of_budget:
+                if held and (preamble := "".join(held).strip()):  # not answer text: shown apart
+                    reasoning_all.append(preamble)
+                    yield ReasoningDelta(f"\n{preamble}\n")
                 self._record_calls(finished.tool_calls, answer, "".join(reasoning))
                 for call in finished.tool_calls:
                     yield self._run_tool(call)

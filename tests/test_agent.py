@@ -11,7 +11,15 @@ from conftest import write_docs
 from llm_server import Reply, ScriptedLLMServer
 from typer.testing import CliRunner
 
-from ossrag.agent import FINAL_NOTE, Agent, AgentEvent, ToolStep, json_tool_call, reasoning_field
+from ossrag.agent import (
+    FINAL_NOTE,
+    PREAMBLE_CHARS,
+    Agent,
+    AgentEvent,
+    ToolStep,
+    json_tool_call,
+    reasoning_field,
+)
 from ossrag.cli import app
 from ossrag.config import load_settings
 from ossrag.index import Index
@@ -106,6 +114,39 @@ def test_search_then_answer_keeps_reasoning(index: Index, server: ScriptedLLMSer
     tool = second["messages"][-1]
     assert tool["role"] == "tool" and tool["tool_call_id"] == assistant["tool_calls"][0]["id"]
     assert tool["content"].startswith("[1] ") and "[2] " in tool["content"]
+
+
+def test_a_preamble_before_tool_calls_is_not_streamed_as_answer(
+    index: Index, server: ScriptedLLMServer
+) -> None:
+    preamble = "Let me look that up in the docs."
+    reply = scripted(
+        lambda body: Reply(
+            content=preamble,
+            tool_calls=[{"name": "search_docs", "arguments": {"query": "backup etcd", "k": 1}}],
+        ),
+        answer("Copy the bucket, then snapshot etcd [1]."),
+    )
+    server.enqueue(reply, reply)
+    events = run(index)
+    streamed = "".join(e.text for e in events if isinstance(e, ContentDelta))
+    assert streamed == "Copy the bucket, then snapshot etcd [1]."
+    assert preamble in "".join(e.text for e in events if isinstance(e, ReasoningDelta))
+    result = final(events)
+    assert result.text == streamed and preamble in result.reasoning
+    assert server.bodies()[1]["messages"][-2]["content"] == preamble  # the model keeps its words
+
+
+def test_a_long_answer_still_streams_after_the_preamble_hold(
+    index: Index, server: ScriptedLLMServer
+) -> None:
+    text = "Copy the bucket with the backup tool, then snapshot etcd [1]. " * 20
+    server.enqueue(Reply(content=text, chunk_size=8))
+    events = run(index)
+    deltas = [e.text for e in events if isinstance(e, ContentDelta)]
+    assert "".join(deltas) == text and final(events).text == text.strip()
+    assert PREAMBLE_CHARS < len(deltas[0]) <= PREAMBLE_CHARS + 8  # held, then flushed at once
+    assert len(deltas) > 100  # and the rest streamed as it came
 
 
 def test_passages_are_numbered_globally(index: Index, server: ScriptedLLMServer) -> None:
