@@ -29,8 +29,9 @@ RRF_K = 60
 CANDIDATE_DEPTH = 100
 DEFAULT_FUSION = Relative(RELATIVE_DENSE_WEIGHT)
 # A translated question is half foreign words to the English embedder, while BM25 reads exactly
-# the corpus words it was translated into: lean that much further on BM25.
-TRANSLATED_DENSE_SHIFT = 0.1
+# the corpus words it was translated into: lean further on BM25 (held-out Italian questions,
+# relative fusion, dense share 0.8 / 0.7 / 0.6 / 0.5: MRR@10 0.531 / 0.615 / 0.663 / 0.653).
+TRANSLATED_DENSE_SHIFT = 0.2
 RERANK_DEPTH = 20  # first-stage passages a reranker rescores
 
 
@@ -142,14 +143,14 @@ def score_fusion(
     fusion: Fusion, dense_weight: float | None, *, translated: bool = False
 ) -> Relative | Weighted:
     """The score fusion ("relative" or "weighted") with its dense share: the given one, else the
-    fusion's default, less TRANSLATED_DENSE_SHIFT for a question searched with its translation."""
-    relative = fusion == "relative"
-    weight = dense_weight
-    if weight is None:
-        weight = RELATIVE_DENSE_WEIGHT if relative else WEIGHTED_DENSE_WEIGHT
+    fusion's default; relative fusion takes TRANSLATED_DENSE_SHIFT off it for a question searched
+    with its translation (Milvus's weighted ranker, whose atan flattens BM25, is left as it is)."""
+    if fusion != "relative":
+        return Weighted(WEIGHTED_DENSE_WEIGHT if dense_weight is None else dense_weight)
+    weight = RELATIVE_DENSE_WEIGHT if dense_weight is None else dense_weight
     if translated:
         weight = max(0.0, weight - TRANSLATED_DENSE_SHIFT)
-    return Relative(weight) if relative else Weighted(weight)
+    return Relative(weight)
 
 
 def _rerank(reranker: Reranker, question: str, passages: list[Passage], k: int) -> list[Passage]:

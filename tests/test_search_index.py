@@ -221,5 +221,6 @@ def test_score_fusion_defaults_and_the_lean_for_translated_questions() -> None:
     assert score_fusion("relative", None) == Relative(0.8)
     assert score_fusion("weighted", None) == Weighted(0.6)
     assert score_fusion("relative", 0.5) == Relative(0.5)
-    assert score_fusion("relative", None, translated=True) == Relative(pytest.approx(0.7))
-    assert score_fusion("weighted", 0.05, translated=True) == Weighted(0.0)
+    assert score_fusion("relative", None, translated=True) == Relative(pytest.approx(0.6))
+    assert score_fusion("relative", 0.1, translated=True) == Relative(0.0)
+    assert score_fusion("weighted", None, translated=True) == Weighted(0.6)  # Milvus's, as is
