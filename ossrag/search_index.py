@@ -206,8 +206,10 @@ class SearchIndex:
 
     def bm25(self, terms: str, limit: int) -> Ranked:
         """Top rows by BM25 over the query's tokens (already analysed: see bm25_terms)."""
-        scores = self._bm25_scores(terms)
-        return [] if scores is None else self._top(scores, limit, positive_only=True)
+        query = self._query_terms(terms)
+        if query is None:
+            return []
+        return self._top(self._bm25_scores(*query), limit, positive_only=True)
 
     def hybrid(
         self, vector: np.ndarray, terms: str, limit: int, depth: int, fusion: Fusion
@@ -240,7 +242,7 @@ class SearchIndex:
         ceiling = 1.0
         if query is not None:
             columns, counts = query
-            bm25 = np.asarray(self.weights[:, columns] @ counts).ravel()
+            bm25 = self._bm25_scores(columns, counts)
             ceiling = float(self._idf[columns] @ counts) * (BM25_K1 + 1.0)
             candidates += [position for position, _ in self._top(bm25, depth, positive_only=True)]
         pool = np.unique(np.array(candidates, dtype=np.int64))
@@ -257,11 +259,8 @@ class SearchIndex:
         columns = [self._column[t] for t in query]
         return columns, np.fromiter(query.values(), dtype=np.float32)
 
-    def _bm25_scores(self, terms: str) -> np.ndarray | None:
-        query = self._query_terms(terms)
-        if query is None:
-            return None
-        columns, counts = query
+    def _bm25_scores(self, columns: list[int], counts: np.ndarray) -> np.ndarray:
+        """Every row's BM25 score for the query terms in `columns`, each `counts` times."""
         return np.asarray(self.weights[:, columns] @ counts).ravel()
 
     def _top(self, scores: np.ndarray, limit: int, positive_only: bool) -> Ranked:
