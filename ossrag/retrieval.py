@@ -117,7 +117,7 @@ class Retriever:
                 hits = self.store.search_hybrid(vector, text, first, depth, fusion)
         passages = [_passage(rank, hit) for rank, hit in enumerate(hits, 1)]
         if self.reranker and passages:
-            passages = _rerank(self.reranker, text, passages, max(k, self.rerank_depth))
+            passages = _rerank(self.reranker, text, passages)
         return SearchResult(passages, mode, notice, translation)
 
     def reads_foreign(self, question: str) -> bool:
@@ -217,10 +217,10 @@ def _joined(rank: int, group: list[Passage]) -> Passage:
     )
 
 
-def _rerank(reranker: Reranker, question: str, passages: list[Passage], k: int) -> list[Passage]:
-    """The best k of `passages` by the reranker's scores, which replace the first stage's."""
+def _rerank(reranker: Reranker, question: str, passages: list[Passage]) -> list[Passage]:
+    """`passages` in the reranker's order, its scores replacing the first stage's."""
     scores = reranker.score(question, [f"{p.heading}\n{p.text}" for p in passages])
-    order = np.argsort(-scores, kind="stable")[:k]
+    order = np.argsort(-scores, kind="stable")
     return [
         replace(passages[i], rank=rank, score=float(scores[i])) for rank, i in enumerate(order, 1)
     ]
