@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from ossrag.config import Settings, load_settings
-from ossrag.evaluation import RECALL_AT, EvalItem, EvalReport, load_items, retrieval_reports
+from ossrag.evaluation import (
+    RECALL_AT,
+    REWRITTEN,
+    EvalItem,
+    EvalReport,
+    load_items,
+    retrieval_reports,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -48,7 +55,7 @@ def rewrite_report(
     with ScriptedLLMServer(Reply(respond=translate)) as server:
         scripted = settings.model_copy(update={"base_url": server.base_url, "model": "gpt-oss-20b"})
         report = retrieval_reports(scripted, items, corpus=corpus, k=k, rewrite=True)[0]
-    if report.notice != "queries rewritten by the LLM":
+    if report.notice != REWRITTEN:
         sys.exit(f"error: {report.notice}")
     report.name = REWRITE_ROW
     return report

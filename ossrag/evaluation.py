@@ -29,6 +29,7 @@ from ossrag.rewrite import REWRITE_OFF
 from ossrag.store import SCHEMA_VERSION
 
 RECALL_AT = (1, 3, 5, 10)
+REWRITTEN = "queries rewritten by the LLM"  # a report's notice when every rewrite went through
 _SPACE = re.compile(r"\s+")
 
 
@@ -256,7 +257,7 @@ def retrieval_reports(
             expand, notice = rewrite and recipe == "ossrag", ""
             if expand:
                 expand, detail = index.llm.check()
-                notice = "queries rewritten by the LLM" if expand else f"rewrite off: {detail}"
+                notice = REWRITTEN if expand else f"rewrite off: {detail}"
             searcher = _Searcher(index, mode, expand)
             report = evaluate(recipe, items, searcher, k)
             if searcher.failures:
