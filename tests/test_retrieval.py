@@ -60,6 +60,19 @@ def test_texts_that_do_not_repeat_their_overlap_are_kept_whole() -> None:
     assert (merged.start_line, merged.end_line) == (1, 4)
 
 
+def test_text_that_a_better_passage_already_holds_is_said_once() -> None:
+    shared = "Data in MinIO stays for a while,\nso that a drop can be rolled back."
+    ranked = [
+        chunk(1, 1, 2, text=shared),
+        chunk(2, 1, 2, heading="Tutorial › Drop", text=shared.replace("\n", "\n  ")),
+        chunk(3, 8, 8, heading="FAQ", text="so that a drop can be rolled back."),  # inside c1
+        chunk(4, 9, 12, heading="FAQ", text="Intro.\n" + shared),  # holds c1 and says more
+        chunk(5, 20, 21, heading="FAQ"),
+    ]
+    passages = merge_neighbours(ranked, 3)
+    assert [(p.rank, p.chunk_id) for p in passages] == [(1, "c1"), (2, "c4"), (3, "c5")]
+
+
 def test_a_long_section_comes_back_as_one_exact_passage(
     settings: Settings, embedder: Embedder, tmp_path: Path
 ) -> None:
