@@ -25,6 +25,7 @@ from ossrag.embeddings import Embedder
 from ossrag.index import Index
 from ossrag.ingest import ProgressCallback
 from ossrag.models import Chunk, Document, Passage
+from ossrag.retrieval import Retriever
 from ossrag.rewrite import REWRITE_OFF
 from ossrag.store import SCHEMA_VERSION
 
@@ -214,6 +215,11 @@ class _Searcher:
         return result.passages
 
 
+def _stored_pieces(retriever: Retriever) -> SearchFn:
+    """The tutorial's search: the k nearest pieces as stored, dense only, none merged."""
+    return lambda query, k: retriever.chunks(query, k, "dense").passages
+
+
 def retrieval_reports(
     settings: Settings,
     items: Sequence[EvalItem],
@@ -253,19 +259,21 @@ def retrieval_reports(
             if corpus is not None:
                 chunker = tutorial_chunks if recipe == "tutorial" else None
                 index.ingest([corpus], chunker=chunker, progress=progress)
-            mode: Mode = "dense" if recipe == "tutorial" else settings.mode
-            expand, notice = rewrite and recipe == "ossrag", ""
-            if expand:
-                expand, detail = index.llm.check()
-                notice = REWRITTEN if expand else f"rewrite off: {detail}"
-            searcher = _Searcher(index, mode, expand)
-            report = evaluate(recipe, items, searcher, k)
-            if searcher.failures:
-                notice = (
-                    f"{len(searcher.failures)} rewrites failed (those questions were searched "
-                    f"as written); the first: {searcher.failures[0]}"
-                )
-            report.notice = notice
+            if recipe == "tutorial":
+                report = evaluate(recipe, items, _stored_pieces(index.retriever), k)
+            else:
+                expand, notice = rewrite, ""
+                if expand:
+                    expand, detail = index.llm.check()
+                    notice = REWRITTEN if expand else f"rewrite off: {detail}"
+                searcher = _Searcher(index, settings.mode, expand)
+                report = evaluate(recipe, items, searcher, k)
+                if searcher.failures:
+                    notice = (
+                        f"{len(searcher.failures)} rewrites failed (those questions were searched "
+                        f"as written); the first: {searcher.failures[0]}"
+                    )
+                report.notice = notice
             reports.append(report)
         finally:
             index.close()

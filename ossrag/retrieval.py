@@ -81,11 +81,11 @@ class Retriever:
 
     def search(self, query: str, k: int = 5, mode: Mode = "hybrid") -> SearchResult:
         """The best k passages; neighbouring chunks of one section come back as one passage."""
-        result = self._chunks(query, k * MERGE_POOL, mode)
+        result = self.chunks(query, k * MERGE_POOL, mode)
         return replace(result, passages=merge_neighbours(result.passages, k))
 
-    def _chunks(self, query: str, k: int, mode: Mode) -> SearchResult:
-        """The best k chunks, each its own passage."""
+    def chunks(self, query: str, k: int, mode: Mode) -> SearchResult:
+        """The best k chunks as stored, each its own passage (search merges and dedupes them)."""
         info = self.store.info()
         if info is None:
             return SearchResult([], mode, "the store is empty: run `ossrag ingest PATH` first")
@@ -129,7 +129,7 @@ class Retriever:
         self, queries: Sequence[str], k: int = 5, mode: Mode = "hybrid"
     ) -> SearchResult:
         """Search each query and fuse the rankings by reciprocal rank (the first query leads)."""
-        results = [self._chunks(query, max(k, self.depth // 2), mode) for query in queries]
+        results = [self.chunks(query, max(k, self.depth // 2), mode) for query in queries]
         fused: dict[str, float] = {}
         by_id: dict[str, Passage] = {}
         for result in results:

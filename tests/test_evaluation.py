@@ -92,6 +92,23 @@ def test_cli_eval_retrieval_json_with_baseline(tmp_path: Path, monkeypatch) -> N
     assert again["recall@10"] == report["recall@10"]
 
 
+def test_tutorial_baseline_returns_its_pieces_as_stored(
+    tmp_path: Path, monkeypatch, settings: Settings, embedder: Embedder
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    text = "# Backups\nCopy the bucket.\n## Restore\nCopy the bucket back.\n## Verify\nCount.\n"
+    (corpus / "backups.md").write_text(text, encoding="utf-8")
+    items = [EvalItem(id="a", question="copy the bucket", evidence=["Copy the bucket"])]
+    reports = retrieval_reports(settings, items, corpus=corpus, baseline="tutorial", k=3,
+                                embedder=embedder)  # fmt: skip
+    pieces = [c.text for c in tutorial_chunks(Document(text, "backups.md", "/r", 0.0, "0"))]
+    tutorial = [p.text for p in reports[1].outcomes[0].top]
+    # adjacent pieces of one file are not joined into one passage, as ossrag's search would
+    assert sorted(tutorial) == sorted(pieces)
+
+
 def test_cli_eval_bad_set_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x"}\n')
