@@ -20,11 +20,12 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from functools import cache
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
-import openai
-from openai.types.chat import ChatCompletion
+if TYPE_CHECKING:
+    import openai  # imported when a client is made: it is most of a CLI command's start-up
 
 # Settings named in error messages (environment variable / CLI option).
 BASE_URL_SETTING = "OSSRAG_BASE_URL / --base-url"
@@ -37,6 +38,7 @@ EFFORT_STYLES = ("auto", "reasoning_effort", "openrouter", "system", "none")
 _PLACEHOLDER_KEY = "not-needed"  # local servers ignore the key; never fall back to OPENAI_API_KEY
 
 
+@cache
 def _transport_errors() -> tuple[type[BaseException], ...]:
     """HTTP-layer exceptions: openai 3 runs on httpx2, earlier versions on httpx."""
     found: list[type[BaseException]] = []
@@ -49,14 +51,12 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-_TRANSPORT_ERRORS = _transport_errors()
-# What a request can fail with: openai's errors, the HTTP layer's, sockets, malformed JSON.
-_FAILURES: tuple[type[BaseException], ...] = (
-    openai.OpenAIError,
-    *_TRANSPORT_ERRORS,
-    OSError,
-    ValueError,
-)
+@cache
+def _failures() -> tuple[type[BaseException], ...]:
+    """What a request can fail with: openai's errors, the HTTP layer's, sockets, bad JSON."""
+    import openai
+
+    return (openai.OpenAIError, *_transport_errors(), OSError, ValueError)
 
 
 # --------------------------------------------------------------------------- config and results
@@ -284,9 +284,14 @@ def _reasoning_field(obj: Any) -> str:
 
 # --------------------------------------------------------------------------- client
 
-_CREATE_PARAMS = frozenset(
-    inspect.signature(openai.resources.chat.Completions.create).parameters
-) - {"self", "extra_body"}
+
+@cache
+def _create_params() -> frozenset[str]:
+    """The keyword arguments the openai client takes for a chat completion."""
+    import openai
+
+    parameters = inspect.signature(openai.resources.chat.Completions.create).parameters
+    return frozenset(parameters) - {"self", "extra_body"}
 
 
 class LLMClient:
@@ -301,6 +306,8 @@ class LLMClient:
             )
         if config.effort_style not in EFFORT_STYLES:
             raise LLMError(f"effort_style must be one of {', '.join(EFFORT_STYLES)}")
+        import openai
+
         self.config = config
         self._client = openai.OpenAI(
             base_url=config.base_url,
@@ -339,8 +346,10 @@ class LLMClient:
         kwargs.update(stream=True, stream_options={"include_usage": True})
         try:
             response = self._client.chat.completions.create(**kwargs)
-        except _FAILURES as exc:
+        except _failures() as exc:
             raise self._error(exc) from exc
+        import openai
+
         if not isinstance(response, openai.Stream):
             raise LLMError(f"{self.config.base_url} did not stream: {self._not_openai_hint()}")
 
@@ -363,7 +372,7 @@ class LLMClient:
                             _add_tool_call_delta(calls, tc)
                         if choice.finish_reason:
                             finish = choice.finish_reason
-        except _FAILURES as exc:
+        except _failures() as exc:
             raise self._error(exc, streaming=True) from exc
         yield from _events(*splitter.flush())
         if finish is None:
@@ -390,8 +399,10 @@ class LLMClient:
         kwargs = self._request(messages, effort, max_tokens, extra)
         try:
             response = self._client.chat.completions.create(**kwargs)
-        except _FAILURES as exc:
+        except _failures() as exc:
             raise self._error(exc) from exc
+        from openai.types.chat import ChatCompletion
+
         if not isinstance(response, ChatCompletion) or not response.choices:
             raise LLMError(f"{self.config.base_url} returned no answer: {self._not_openai_hint()}")
         choice = response.choices[0]
@@ -451,7 +462,7 @@ class LLMClient:
         elif effort and style == "system":
             kwargs["messages"] = _with_reasoning_line(messages, effort)
         for key, value in extra.items():
-            if key in _CREATE_PARAMS:
+            if key in _create_params():
                 kwargs[key] = value
             else:
                 body[key] = value  # non-standard: the openai client would reject it as a kwarg
@@ -474,11 +485,13 @@ class LLMClient:
 
     def _error(self, exc: BaseException, *, streaming: bool = False) -> LLMError:
         """One-line LLMError for any failure of the openai client or the HTTP layer."""
+        import openai
+
         if isinstance(exc, LLMError):
             return exc
         url, timeout = self.config.base_url, self.config.timeout
         timed_out = isinstance(exc, openai.APITimeoutError) or (
-            isinstance(exc, _TRANSPORT_ERRORS) and "Timeout" in type(exc).__name__
+            isinstance(exc, _transport_errors()) and "Timeout" in type(exc).__name__
         )
         if timed_out:
             what = "went silent mid-answer for" if streaming else "did not answer within"
@@ -486,7 +499,7 @@ class LLMClient:
                 f"the LLM at {url} {what} {timeout:g} s: raise the timeout "
                 f"({TIMEOUT_SETTING}), lower --effort, or check the server"
             )
-        if isinstance(exc, (openai.APIConnectionError, *_TRANSPORT_ERRORS, OSError)):
+        if isinstance(exc, (openai.APIConnectionError, *_transport_errors(), OSError)):
             reason = _connection_reason(exc)
             if streaming:
                 return LLMError(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -181,3 +183,11 @@ def test_bad_setting_is_one_line(store_env: dict[str, str]) -> None:
 def test_bad_db_path_is_one_line(store_env: dict[str, str], tmp_path: Path) -> None:
     code, _, stderr = run(["search", "x", "--db", str(tmp_path / "store.sqlite")], store_env)
     assert code == 1 and "must end in .db" in stderr and "Traceback" not in stderr
+
+
+def test_cli_start_up_leaves_heavy_libraries_for_the_commands_that_use_them() -> None:
+    # openai alone is about a second of every command's start-up; search never needs it
+    code = "import sys, ossrag.cli; print(sorted({'openai', 'torch'} & set(sys.modules)))"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == "[]"
