@@ -191,7 +191,8 @@ class Lexicon:
             if len(self._nearest) > NEAREST_CACHE_SIZE:
                 self._nearest.clear()
             similarity = encoder.encode(unknown) @ self.vectors.T
-            nearest = np.argsort(-similarity, axis=1)[:, :NEIGHBOURS]
+            neighbours = min(NEIGHBOURS, len(self.words))  # in no order: the best is picked next
+            nearest = np.argpartition(-similarity, neighbours - 1, axis=1)[:, :neighbours]
             score = np.take_along_axis(similarity, nearest, axis=1) + self._prior[nearest]
             rows = nearest[np.arange(len(unknown)), score.argmax(axis=1)]
             self._nearest.update(zip(unknown, (self.words[int(r)] for r in rows), strict=True))
