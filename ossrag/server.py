@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -51,7 +51,9 @@ from ossrag.llm import ContentDelta, LLMError, ReasoningDelta
 from ossrag.loaders import Found, discover
 from ossrag.models import Passage
 from ossrag.rag import Answer, AskEvent, Retrieved
+from ossrag.retrieval import SearchResult
 from ossrag.store import StoreError
+from ossrag.structured import BASE_SCHEMA, StructuredAnswerError, check_schema
 
 log = logging.getLogger("ossrag.server")
 
@@ -124,6 +126,34 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
+class JsonSchemaFormat(BaseModel):
+    """`response_format.json_schema`; its name, description and strict flag are not needed."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's `response_format`: prose, a JSON answer (ossrag's), or the client's schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def answer_schema(self) -> dict[str, Any] | None:
+        """The schema the answer must match, or None for prose."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            return BASE_SCHEMA
+        if self.json_schema is None:
+            raise ApiError(400, "response_format.json_schema: required when type is json_schema")
+        try:
+            return check_schema(self.json_schema.schema_)
+        except StructuredAnswerError as exc:
+            raise ApiError(400, f"response_format.json_schema.schema: {exc}") from None
+
+
 class ChatRequest(BaseModel):
     """OpenAI's chat-completions body; fields ossrag does not use are accepted and ignored."""
 
@@ -134,6 +164,7 @@ class ChatRequest(BaseModel):
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     reasoning_effort: Effort | None = None
+    response_format: ResponseFormat | None = None
     top_k: int | None = Field(None, ge=1, le=100, description="ossrag: passages to retrieve")
     footnotes: bool = Field(True, description="ossrag: append a Sources list to the answer")
 
@@ -365,16 +396,46 @@ class _Chat:
             )
         self.request = request
         question, history = _question_and_history(request.messages)
-        self.events: Iterator[AskEvent] = index.ask_stream(
-            question,
-            k=request.top_k,
-            mode=MODELS[request.model],
-            effort=request.reasoning_effort,
-            history=history,
+        schema = request.response_format.answer_schema() if request.response_format else None
+        options: dict[str, Any] = {
+            "k": request.top_k,
+            "mode": MODELS[request.model],
+            "effort": request.reasoning_effort,
+            "history": history,
+        }
+        self.events: Iterator[AskEvent] = (
+            index.ask_stream(question, **options)
+            if schema is None
+            else self._structured(index, question, schema, options)
         )
+        # A JSON answer is sent as the JSON alone: no footnotes, citations from its own field.
+        self.footnotes = request.footnotes and schema is None
+        self.json_cited: list[int] | None = None
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.deadline = time.monotonic() + timeout
+
+    def _structured(
+        self, index: Index, question: str, schema: dict[str, Any], options: dict[str, Any]
+    ) -> Iterator[AskEvent]:
+        """A validated JSON answer (see ossrag.structured) as the events of a prose one."""
+        answer = index.ask_structured(question, schema, **options)
+        cited = answer.data.get("citations")
+        numbers = cited if isinstance(cited, list) else []
+        self.json_cited = [n for n in numbers if isinstance(n, int)]
+        text = json.dumps(answer.data, ensure_ascii=False)
+        mode = options["mode"] or index.settings.mode
+        yield Retrieved(SearchResult(answer.passages, mode, answer.notice))
+        if answer.reasoning:
+            yield ReasoningDelta(answer.reasoning)
+        yield ContentDelta(text)
+        yield Answer(
+            question, text, answer.reasoning, answer.passages, "stop", answer.usage,
+            answer.timings, answer.notice,
+        )  # fmt: skip
+
+    def cited(self, answer: Answer) -> list[int]:
+        return answer.cited if self.json_cited is None else self.json_cited
 
     async def next_event(self) -> AskEvent | None:
         remaining = self.deadline - time.monotonic()
@@ -409,7 +470,7 @@ class _Chat:
         )
 
     def completion(self, answer: Answer) -> dict[str, Any]:
-        text = answer.text + (_footnotes(answer) if self.request.footnotes else "")
+        text = answer.text + (_footnotes(answer) if self.footnotes else "")
         message = {"role": "assistant", "content": text, "reasoning": answer.reasoning or None}
         return {
             "id": self.id,
@@ -425,7 +486,9 @@ class _Chat:
                 }
             ],
             "usage": answer.usage,
-            "sources": [{**s, "cited": s["n"] in answer.cited} for s in _sources(answer.passages)],
+            "sources": [
+                {**s, "cited": s["n"] in self.cited(answer)} for s in _sources(answer.passages)
+            ],
             **({"notice": answer.notice} if answer.notice else {}),
         }
 
@@ -450,9 +513,9 @@ class _Chat:
                 elif isinstance(event, ContentDelta):
                     yield self.chunk({"content": event.text})
                 elif isinstance(event, Answer):
-                    if self.request.footnotes and (notes := _footnotes(event)):
+                    if self.footnotes and (notes := _footnotes(event)):
                         yield self.chunk({"content": notes})
-                    yield self.chunk({}, event.finish_reason or "stop", cited=event.cited)
+                    yield self.chunk({}, event.finish_reason or "stop", cited=self.cited(event))
                     if include_usage:
                         yield self.chunk(None, usage=event.usage)
             yield b"data: [DONE]\n\n"

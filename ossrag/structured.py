@@ -1,7 +1,8 @@
 """Structured answers: a JSON object that matches a schema, validated on our side every time.
 
 The base schema is ``{answer, citations: [n...], confidence, follow_up_questions}``; a user's JSON
-schema file adds properties (and required names) to it. The schema is requested with
+schema file adds properties (and required names) to it; an API client's own schema (the chat
+endpoint's ``response_format``) is used as given. The schema is requested with
 ``response_format: json_schema`` (vLLM, Ollama, LM Studio, llama.cpp honour it; a server that
 rejects it gets the schema in the prompt only), then checked with ``jsonschema``, citation numbers
 against the passages given. A failing answer is retried once with the validation error; a second
@@ -66,20 +67,31 @@ def extend_schema(extra: dict[str, Any] | None) -> dict[str, Any]:
     """The base schema plus the properties and required names of ``extra``."""
     if extra is None:
         return BASE_SCHEMA
-    if not isinstance(extra, dict) or extra.get("type", "object") != "object":
-        raise StructuredAnswerError('must be an object schema ({"type": "object", ...})')
-    properties = extra.get("properties", {})
+    properties = _object_schema(extra).get("properties", {})
     if not isinstance(properties, dict):
         raise StructuredAnswerError('"properties" must be an object')
-    schema = {
-        **BASE_SCHEMA,
-        "properties": {**BASE_SCHEMA["properties"], **properties},
-        "required": list(dict.fromkeys([*BASE_SCHEMA["required"], *extra.get("required", [])])),
-    }
+    return check_schema(
+        {
+            **BASE_SCHEMA,
+            "properties": {**BASE_SCHEMA["properties"], **properties},
+            "required": list(dict.fromkeys([*BASE_SCHEMA["required"], *extra.get("required", [])])),
+        }
+    )
+
+
+def check_schema(schema: Any) -> dict[str, Any]:
+    """A schema used as given (an API client's own): an object schema valid as JSON Schema."""
+    schema = _object_schema(schema)
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise StructuredAnswerError(f"not a valid JSON schema: {exc.message}") from None
+    return dict(schema)
+
+
+def _object_schema(schema: Any) -> dict[str, Any]:
+    if not isinstance(schema, dict) or schema.get("type", "object") != "object":
+        raise StructuredAnswerError('must be an object schema ({"type": "object", ...})')
     return schema
 
 
@@ -94,7 +106,12 @@ def validate(text: str, schema: dict[str, Any], n_passages: int) -> dict[str, An
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "the object"
         raise ValueError(f"{where}: {error.message}")
-    bad = [n for n in data["citations"] if not 1 <= n <= n_passages]
+    if not isinstance(data, dict):
+        raise ValueError("the reply must be one JSON object")
+    # Citation numbers are checked wherever the schema has them (a client's may not).
+    cited = data.get("citations")
+    numbers = cited if isinstance(cited, list) else []
+    bad = [n for n in numbers if isinstance(n, int) and not 1 <= n <= n_passages]
     if bad:
         raise ValueError(
             f"citations {bad} do not exist: cite only passages 1 to {n_passages}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import uvicorn
 from conftest import write_docs
 from fastapi import FastAPI
 from llm_server import Reply, ScriptedLLMServer
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from ossrag.cli import app as cli_app
@@ -301,6 +303,98 @@ def test_non_streamed_completion(client: openai.OpenAI) -> None:
     sources = (response.model_extra or {})["sources"]
     assert len(sources) == 2 and sources[0]["cited"] and not sources[1]["cited"]
     assert response.choices[0].finish_reason == "stop" and response.usage is not None
+
+
+class StorageAnswer(BaseModel):
+    where: str
+    citations: list[int]
+
+
+def test_response_format_json_schema_parsed_by_the_openai_sdk(
+    client: openai.OpenAI, llm_server: ScriptedLLMServer
+) -> None:
+    reply = {"where": "object storage", "citations": [1]}
+    llm_server.enqueue(Reply(content=json.dumps(reply), reasoning=REASONING))
+    response = client.chat.completions.parse(
+        model="ossrag", messages=ask(), response_format=StorageAnswer
+    )
+    message = response.choices[0].message
+    assert message.parsed == StorageAnswer(**reply)
+    assert json.loads(message.content or "") == reply  # the JSON alone: no Sources footnote
+    assert (message.model_extra or {})["reasoning"] == REASONING
+    sources = (response.model_extra or {})["sources"]
+    assert [s["cited"] for s in sources][:2] == [True, False]
+    sent = llm_server.bodies()[-1]
+    assert sent["response_format"]["type"] == "json_schema"
+    assert sent["response_format"]["json_schema"]["schema"]["required"] == ["where", "citations"]
+    assert "object storage" in sent["messages"][-1]["content"]  # answered over the passages
+
+
+def test_json_object_answer_streams_as_json(
+    client: openai.OpenAI, llm_server: ScriptedLLMServer
+) -> None:
+    reply = {
+        "answer": "In object storage [1].",
+        "citations": [1],
+        "confidence": 0.9,
+        "follow_up_questions": [],
+    }
+    llm_server.enqueue(Reply(content=json.dumps(reply), reasoning=REASONING))
+    chunks = list(
+        client.chat.completions.create(
+            model="ossrag", messages=ask(), stream=True, response_format={"type": "json_object"}
+        )
+    )
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    reasoning = "".join(
+        (c.choices[0].delta.model_extra or {}).get("reasoning") or "" for c in chunks if c.choices
+    )
+    assert json.loads(content) == reply and reasoning == REASONING
+    assert (chunks[0].model_extra or {})["sources"][0]["source"] == "guide/storage.md"
+    finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert (finish[0].model_extra or {})["cited"] == [1]
+    schema = llm_server.bodies()[-1]["response_format"]["json_schema"]["schema"]
+    assert schema["required"] == ["answer", "citations", "confidence", "follow_up_questions"]
+
+
+@pytest.mark.parametrize(
+    ("response_format", "message"),
+    [
+        ({"type": "xml"}, "response_format.type: Input should be"),
+        ({"type": "json_schema"}, "response_format.json_schema: required"),
+        (
+            {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "array"}}},
+            "response_format.json_schema.schema: must be an object schema",
+        ),
+        (
+            {"type": "json_schema", "json_schema": {"schema": {"properties": {"a": 1}}}},
+            "response_format.json_schema.schema: not a valid JSON schema",
+        ),
+    ],
+)
+def test_unusable_response_format_is_a_400_naming_the_field(
+    client: openai.OpenAI,
+    llm_server: ScriptedLLMServer,
+    response_format: dict[str, Any],
+    message: str,
+) -> None:
+    calls = len(llm_server.bodies())
+    with pytest.raises(openai.BadRequestError, match=re.escape(message)):
+        client.chat.completions.create(
+            model="ossrag",
+            messages=ask(),
+            response_format=response_format,  # type: ignore[arg-type]
+        )
+    assert len(llm_server.bodies()) == calls  # refused before any LLM call
+
+
+def test_json_answer_that_never_matches_is_a_clear_502(
+    client: openai.OpenAI, llm_server: ScriptedLLMServer
+) -> None:
+    llm_server.enqueue(Reply(content="In object storage."), Reply(content='{"where": 3}'))
+    with pytest.raises(openai.APIStatusError, match="did not match the JSON schema") as failed:
+        client.chat.completions.parse(model="ossrag", messages=ask(), response_format=StorageAnswer)
+    assert failed.value.status_code == 502
 
 
 def test_chat_errors_are_openai_shaped(

@@ -21,6 +21,7 @@ from ossrag.structured import (
     BASE_SCHEMA,
     StructuredAnswerError,
     answer_structured,
+    check_schema,
     extend_schema,
     load_schema,
 )
@@ -111,6 +112,20 @@ def test_user_schema_extends_the_base(llm: ScriptedLLMServer, tmp_path: Path) ->
     llm.enqueue(Reply(content=good()), Reply(content=good(language="en")))
     result = ask(llm, schema)
     assert result.data["language"] == "en" and result.attempts == 2
+
+
+def test_a_clients_own_schema_is_used_as_given(llm: ScriptedLLMServer) -> None:
+    schema = check_schema(
+        {"type": "object", "properties": {"where": {"type": "string"}, "citations": {}},
+         "required": ["where"]}
+    )  # fmt: skip
+    llm.enqueue(Reply(content='{"where": "MinIO"}'))
+    assert ask(llm, schema).data == {"where": "MinIO"}  # no base fields asked for
+    # Citation numbers are still checked wherever the answer has them.
+    llm.enqueue(Reply(content='{"where": "MinIO", "citations": [7]}'), Reply(content="[1]"))
+    with pytest.raises(StructuredAnswerError, match="did not match the JSON schema after a retry"):
+        ask(llm, schema)
+    assert "citations [7] do not exist" in llm.bodies()[-1]["messages"][-1]["content"]
 
 
 @pytest.mark.parametrize(
