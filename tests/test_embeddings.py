@@ -17,6 +17,7 @@ from ossrag.embeddings import (
     EmbedderError,
     MiniLMEmbedder,
     QueryBatcher,
+    SentenceTransformerEmbedder,
     Vectors,
     load_embedder,
     minilm_model_dir,
@@ -28,6 +29,15 @@ def test_default_embedder_is_normalised_and_semantic(embedder: Embedder) -> None
     assert vectors.shape == (3, 384) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+
+
+def test_passages_get_sentence_transformers_vectors(embedder: Embedder) -> None:
+    """The ONNX encoder gives PyTorch's vectors, in any batch order, also past the window."""
+    texts = ["BM25", "Milvus flushes growing segments to object storage. " * 8, "word " * 400]
+    texts += [f"passage {i} about partitions" for i in range(10)]
+    pytorch = SentenceTransformerEmbedder.embed(embedder, texts)  # type: ignore[arg-type]
+    assert np.allclose(embedder.embed(texts), pytorch, atol=1e-4)
+    assert embedder.embed([]).shape == (0, 384)
 
 
 def test_query_path_matches_batch_path(embedder: Embedder) -> None:
