@@ -13,6 +13,7 @@ from llm_server import Reply, ScriptedLLMServer
 from typer.testing import CliRunner
 
 from ossrag.cli import EXIT_WARNINGS, app
+from ossrag.embeddings import Embedder
 
 runner = CliRunner()
 
@@ -191,3 +192,17 @@ def test_cli_start_up_leaves_heavy_libraries_for_the_commands_that_use_them() ->
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip() == "[]"
+
+
+def test_ingest_embeds_without_pytorch(embedder: Embedder, tmp_path: Path) -> None:
+    """Passages go through the exported ONNX encoder: an ingest never loads PyTorch."""
+    embedder.embed_query("export the encoder into the user cache, if it is not there yet")
+    docs = write_docs(tmp_path / "docs", {"a.md": "# A\n\nAlpha text about replicas.\n"})
+    code = (
+        "import sys; from ossrag.config import load_settings; from ossrag.index import Index\n"
+        f"index = Index(load_settings(db={str(tmp_path / 's.db')!r}, translate=False))\n"
+        f"print(index.ingest([{str(docs)!r}]).chunks_embedded, 'torch' in sys.modules)"
+    )
+    ingested = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert ingested.returncode == 0, ingested.stderr
+    assert ingested.stdout.split() == ["1", "False"]
