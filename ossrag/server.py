@@ -53,7 +53,12 @@ from ossrag.models import Passage
 from ossrag.rag import Answer, AskEvent, Retrieved
 from ossrag.retrieval import SearchResult
 from ossrag.store import StoreError
-from ossrag.structured import BASE_SCHEMA, StructuredAnswerError, check_schema
+from ossrag.structured import (
+    BASE_SCHEMA,
+    StructuredAnswerError,
+    check_schema,
+    citation_numbers,
+)
 
 log = logging.getLogger("ossrag.server")
 
@@ -420,9 +425,7 @@ class _Chat:
     ) -> Iterator[AskEvent]:
         """A validated JSON answer (see ossrag.structured) as the events of a prose one."""
         answer = index.ask_structured(question, schema, **options)
-        cited = answer.data.get("citations")
-        numbers = cited if isinstance(cited, list) else []
-        self.json_cited = [n for n in numbers if isinstance(n, int)]
+        self.json_cited = citation_numbers(answer.data)
         text = json.dumps(answer.data, ensure_ascii=False)
         mode = options["mode"] or index.settings.mode
         yield Retrieved(SearchResult(answer.passages, mode, answer.notice))

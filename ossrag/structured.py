@@ -108,10 +108,7 @@ def validate(text: str, schema: dict[str, Any], n_passages: int) -> dict[str, An
         raise ValueError(f"{where}: {error.message}")
     if not isinstance(data, dict):
         raise ValueError("the reply must be one JSON object")
-    # Citation numbers are checked wherever the schema has them (a client's may not).
-    cited = data.get("citations")
-    numbers = cited if isinstance(cited, list) else []
-    bad = [n for n in numbers if isinstance(n, int) and not 1 <= n <= n_passages]
+    bad = [n for n in citation_numbers(data) if not 1 <= n <= n_passages]
     if bad:
         raise ValueError(
             f"citations {bad} do not exist: cite only passages 1 to {n_passages}"
@@ -119,6 +116,13 @@ def validate(text: str, schema: dict[str, Any], n_passages: int) -> dict[str, An
             else f"citations {bad} do not exist: there are no passages, cite none"
         )
     return dict(data)
+
+
+def citation_numbers(data: dict[str, Any]) -> list[int]:
+    """The passage numbers in an answer's `citations`, wherever its schema has them (a client's
+    may not)."""
+    cited = data.get("citations")
+    return [n for n in cited if isinstance(n, int)] if isinstance(cited, list) else []
 
 
 @dataclass
