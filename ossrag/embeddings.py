@@ -69,7 +69,7 @@ def minilm_model_dir() -> Path:
 
 
 def onnx_cache_dir() -> Path:
-    """Where exported query encoders are kept: the user's cache directory."""
+    """Where exported encoders are kept: the user's cache directory."""
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("ossrag")) / "models"
@@ -220,7 +220,7 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
                 )
             except Exception as exc:  # a damaged cache file: export it again, once
                 error = exc
-        raise EmbedderError(f"cannot load the query encoder {path}: {error}")
+        raise EmbedderError(f"cannot load the exported encoder {path}: {error}")
 
     def _export_onnx(self, path: Path) -> None:
         """Trace the encoder with eager attention, then fuse it into ONNX Runtime's BERT kernels."""
