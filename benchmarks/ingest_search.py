@@ -33,6 +33,18 @@ DEFAULT_CORPUS = REPO.parent / "shared" / "corpus" / "milvus-docs"
 DEFAULT_QUESTIONS = REPO.parent / "shared" / "eval" / "milvus-docs-dev.jsonl"
 
 
+def chunk_texts(corpus: Path, embedder: MiniLMEmbedder) -> list[str]:
+    """What ingest embeds for each chunk of the corpus (heading path + text), in order."""
+    docs = [load(f) for f in discover([corpus]) if isinstance(f, Found)]
+    return [
+        chunk.embed_text
+        for doc in docs
+        for chunk in chunk_document(
+            doc, max_tokens=embedder.max_tokens, count_tokens=embedder.count_tokens
+        )
+    ]
+
+
 def queries(index: Index, questions: Path, n: int) -> list[str]:
     """The eval questions, then distinct section headings of the corpus, up to n queries."""
     found = []
@@ -73,14 +85,7 @@ def main() -> None:
         assert noop.chunks_embedded == 0, "re-ingest embedded something"
 
         # The pure-embedding floor: the very chunk texts ingest embedded, in its batch size.
-        docs = [load(f) for f in discover([args.corpus]) if isinstance(f, Found)]
-        texts = [
-            chunk.embed_text
-            for doc in docs
-            for chunk in chunk_document(
-                doc, max_tokens=256, count_tokens=embedder.count_tokens, overlap_tokens=32
-            )
-        ]
+        texts = chunk_texts(args.corpus, embedder)
         started = time.perf_counter()
         for start in range(0, len(texts), EMBED_BATCH_CHUNKS):
             embedder.embed(texts[start : start + EMBED_BATCH_CHUNKS])

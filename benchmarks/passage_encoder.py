@@ -20,26 +20,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from ingest_search import chunk_texts  # this folder is on sys.path when run as a script
 
 from ossrag import embeddings
-from ossrag.chunking import chunk_document
 from ossrag.embeddings import MiniLMEmbedder, SentenceTransformerEmbedder
-from ossrag.loaders import Found, discover, load
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpus" / "milvus-docs"
 
 
 def sample_chunks(corpus: Path, embedder: MiniLMEmbedder, n: int) -> list[str]:
-    """n chunk texts (heading path + text) of the corpus, as ingest embeds them, seeded."""
-    docs = [load(f) for f in discover([corpus]) if isinstance(f, Found)]
-    texts = [
-        chunk.embed_text
-        for doc in docs
-        for chunk in chunk_document(
-            doc, max_tokens=embedder.max_tokens, count_tokens=embedder.count_tokens
-        )
-    ]
+    """n chunk texts of the corpus, as ingest embeds them, seeded."""
+    texts = chunk_texts(corpus, embedder)
     return random.Random(0).sample(texts, min(n, len(texts)))
 
 
