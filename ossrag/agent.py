@@ -36,7 +36,7 @@ from ossrag.models import Passage
 from ossrag.prompts import format_passage
 from ossrag.rag import Answer, Retrieved, stream_answer
 from ossrag.retrieval import Retriever, SearchResult, passage_from_row
-from ossrag.store import Store
+from ossrag.store import Store, StoreError
 
 MAX_K = 10
 MAX_OPEN_CHUNKS = 8
@@ -376,7 +376,9 @@ class _Run:
                 summary, found = self._open(args)
             else:
                 raise ValueError(f"unknown tool {call.name!r}: use {', '.join(sorted(TOOL_NAMES))}")
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, StoreError) as exc:
+            # The model's mistakes, and a store that refuses one request, become a tool error
+            # the model can read and work around; they never abort the answer.
             error = str(exc) if not isinstance(exc, KeyError) else f"missing argument {exc}"
             summary = f"{call.name}: {error}"
         content, numbers = self._result_text(call, found, error)

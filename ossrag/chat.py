@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 
-from ossrag.console import StreamPrinter
+from ossrag.console import StreamPrinter, shown
 from ossrag.index import Index
 from ossrag.llm import EFFORTS, ContentDelta, LLMError, ReasoningDelta
 from ossrag.models import Passage
@@ -138,21 +137,21 @@ def run(session: ChatSession, lines: Iterable[str], out: Console, err: Console) 
             reply = session.command(line)
             if reply is None:
                 return
-            err.print(f"[dim]{escape(reply)}[/]")
+            err.print(f"[dim]{shown(reply)}[/]")
             continue
         try:
             _answer(session, line, out, err)
         except LLMError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}")
+            err.print(f"[bold red]error:[/] {shown(str(exc))}")
 
 
 def _answer(session: ChatSession, question: str, out: Console, err: Console) -> None:
     printer = StreamPrinter(out, err, session.show_reasoning)
     for event in session.ask(question):
         if isinstance(event, Rewritten):
-            err.print(f"[dim]searching for: {escape(event.question)}[/]")
+            err.print(f"[dim]searching for: {shown(event.question)}[/]")
         elif isinstance(event, Retrieved) and event.result.notice:
-            err.print(f"[yellow]note:[/] {escape(event.result.notice)}")
+            err.print(f"[yellow]note:[/] {shown(event.result.notice)}")
         elif isinstance(event, ReasoningDelta):
             printer.reasoning(event.text)
         elif isinstance(event, ContentDelta):
@@ -161,4 +160,4 @@ def _answer(session: ChatSession, question: str, out: Console, err: Console) -> 
             cited = ", ".join(f"[{n}] {event.passages[n - 1].source}" for n in event.cited)
             out.print()
             if cited:
-                err.print(f"[dim]sources: {escape(cited)}[/]")
+                err.print(f"[dim]sources: {shown(cited)}[/]")

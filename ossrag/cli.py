@@ -13,7 +13,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -26,7 +25,7 @@ from ossrag.compare import answers_cache_path, html_report
 from ossrag.compare import compare as compare_answers
 from ossrag.compare import summarise as summarise_answers
 from ossrag.config import ConfigError, Effort, Mode, Settings, load_settings
-from ossrag.console import StreamPrinter
+from ossrag.console import StreamPrinter, shown, terminal_safe
 from ossrag.embeddings import EmbedderError
 from ossrag.evaluation import RECALL_AT, EvalError, load_items, retrieval_reports
 from ossrag.index import Index
@@ -83,7 +82,7 @@ def _settings(**flags: Any) -> Settings:
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}")
+    err.print(f"[bold red]error:[/] {shown(message)}")
     return typer.Exit(code)
 
 
@@ -113,10 +112,11 @@ def _print_json(payload: dict[str, Any]) -> None:
 
 
 def _location(p: Passage) -> str:
+    """Where a passage is, as rich markup: file › heading (page), lines."""
     where = p.source + (f" › {p.heading}" if p.heading else "")
     if page := p.meta.get("page"):
         where += f" (page {page})"
-    return f"{where}  [dim]lines {p.start_line}-{p.end_line}[/]"
+    return f"{shown(where)}  [dim]lines {p.start_line}-{p.end_line}[/]"
 
 
 @app.command()
@@ -174,7 +174,7 @@ def ingest(
             f"{report.chunks_deleted} deleted in {report.seconds:.1f}s → {settings.db}"
         )
         for warning in report.warnings:
-            err.print(f"[yellow]skipped:[/] {escape(warning)}")
+            err.print(f"[yellow]skipped:[/] {shown(warning)}")
     if report.skipped:
         raise typer.Exit(EXIT_WARNINGS)
 
@@ -219,12 +219,12 @@ def search(
         )
         return
     if result.notice:
-        err.print(f"[yellow]note:[/] {escape(result.notice)}")
+        err.print(f"[yellow]note:[/] {shown(result.notice)}")
     if result.translation:
-        err.print(f"[dim]searched with the corpus's words:[/] {escape(result.translation)}")
+        err.print(f"[dim]searched with the corpus's words:[/] {shown(result.translation)}")
     for p in result.passages:
         out.print(f"[bold cyan]{p.rank}.[/] [green]{p.score:.3f}[/]  {_location(p)}")
-        out.print(escape(p.text.strip()), style="default", markup=False)
+        out.print(terminal_safe(p.text.strip()), style="default", markup=False)
         out.print()
 
 
@@ -287,7 +287,7 @@ def ask(
             structured = index.ask_structured(question, schema)
             index.close()
             if structured.notice:
-                err.print(f"[yellow]note:[/] {escape(structured.notice)}")
+                err.print(f"[yellow]note:[/] {shown(structured.notice)}")
             _print_json(structured.to_dict())
             return
         index = Index(settings)
@@ -297,11 +297,11 @@ def ask(
         for event in events:
             if isinstance(event, ToolStep):
                 if not json_output:
-                    err.print(f"[dim]{escape(event.summary)}[/]")
+                    err.print(f"[dim]{shown(event.summary)}[/]")
             elif isinstance(event, Retrieved):
                 passages = event.result.passages
                 if event.result.notice and not json_output:
-                    err.print(f"[yellow]note:[/] {escape(event.result.notice)}")
+                    err.print(f"[yellow]note:[/] {shown(event.result.notice)}")
             elif isinstance(event, ReasoningDelta):
                 printer.reasoning(event.text)
             elif isinstance(event, ContentDelta):
@@ -311,7 +311,10 @@ def ask(
                 answer = event
         index.close()
     except USER_ERRORS as exc:
-        if passages and not json_output:
+        if json_output:  # the passages found so far and the error, as one JSON object
+            failed = Answer(question, "", "", passages)
+            _print_json({**failed.to_dict(), "answer": None, "error": str(exc)})
+        elif passages:
             err.print()
             _print_sources(passages, err)
         raise _fail(str(exc)) from None
@@ -321,7 +324,7 @@ def ask(
         return
     out.print("\n")
     if answer.notice and agent:
-        err.print(f"[yellow]note:[/] {escape(answer.notice)}")
+        err.print(f"[yellow]note:[/] {shown(answer.notice)}")
     _print_sources(answer.passages, out)
 
 
@@ -350,7 +353,7 @@ def chat(
         )  # fmt: skip
         index = Index(settings)
         session = ChatSession(index, settings.effort, show_reasoning)
-        err.print(f"[dim]{escape(CHAT_HELP)}[/]")
+        err.print(f"[dim]{shown(CHAT_HELP)}[/]")
         run_chat(session, input_lines(), out, err)
         index.close()
 
@@ -381,11 +384,14 @@ def status(
     llm_state = "[green]answering[/]" if report["llm"]["ok"] else "[red]not answering[/]"
     embedder_info = report["embedder"]
     rows = [
-        ("store", f"{report['db']} (collection {report['collection']})"),
+        ("store", shown(f"{report['db']} (collection {report['collection']})")),
         ("content", f"{report['files']} files, {report['chunks']} chunks"),
         ("embedder", f"{embedder_info['name']} ({embedder_info['dim'] or '?'}-d)"),
-        ("llm", f"{report['llm']['model']} at {report['llm']['base_url']} — {llm_state}"),
-        ("", f"[dim]{escape(report['llm']['detail'])}[/]"),
+        (
+            "llm",
+            f"{shown(report['llm']['model'])} at {shown(report['llm']['base_url'])} — {llm_state}",
+        ),
+        ("", f"[dim]{shown(report['llm']['detail'])}[/]"),
     ]
     table = Table(show_header=False, box=None, padding=(0, 1))
     for name, value in rows:
@@ -463,14 +469,14 @@ def eval_retrieval(
     out.print(table)
     for report in reports:
         if report.notice:
-            err.print(f"[yellow]note:[/] {report.name}: {escape(report.notice)}")
+            err.print(f"[yellow]note:[/] {report.name}: {shown(report.notice)}")
     if show_misses:
         for report in reports:
             for miss in report.misses():
                 out.print(
                     f"[bold]{report.name}[/] {miss['id']} (rank {miss['rank']}): "
-                    f"{escape(miss['question'])}\n  expected {miss['expected']}; got "
-                    + "; ".join(escape(g) for g in miss["got"])
+                    f"{shown(miss['question'])}\n  expected {miss['expected']}; got "
+                    + "; ".join(shown(g) for g in miss["got"])
                 )
 
 
@@ -520,7 +526,7 @@ def eval_answers(
         def show(row: AnswerRow) -> None:
             if not json_output:
                 mark = "[green]hit[/]" if row.citation_hit else "[red]miss[/]"
-                err.print(f"[dim]{escape(row.model)} {row.effort} {escape(row.id)}[/] {mark}")
+                err.print(f"[dim]{shown(row.model)} {row.effort} {shown(row.id)}[/] {mark}")
 
         rows = compare_answers(
             index, items, models, wanted, judge_model=judge_model, cache=cache, progress=show
@@ -540,7 +546,7 @@ def eval_answers(
     for key, header in columns.items():
         table.add_column(header, justify="left" if key in ("model", "effort") else "right")
     for s in summary:
-        table.add_row(*("–" if s[c] is None else escape(str(s[c])) for c in columns))
+        table.add_row(*("–" if s[c] is None else shown(str(s[c])) for c in columns))
     out.print(table)
     if html_path is not None:
         err.print(f"[dim]report: {html_path}[/]")
@@ -561,6 +567,10 @@ def serve(
     ] = [],  # noqa: B006
     cors_origin: Annotated[
         list[str], typer.Option(help="origin allowed by CORS (repeatable; default: CORS off)")
+    ] = [],  # noqa: B006
+    allowed_host: Annotated[
+        list[str],
+        typer.Option(help="Host header name to answer besides loopback and --host (repeatable)"),
     ] = [],  # noqa: B006
     insecure: Annotated[
         bool, typer.Option("--insecure", help="allow a non-loopback host without API keys")
@@ -587,6 +597,7 @@ def serve(
         settings = _settings(
             host=host, port=port, api_keys=api_keys, api_keys_file=api_keys_file,
             allowed_roots=allowed_root or None, cors_origins=cors_origin or None,
+            allowed_hosts=allowed_host or None,
             insecure=insecure or None, request_timeout=request_timeout, top_k=k, mode=mode,
             effort=effort, db=db, token=token, collection=collection, embedder=embedder,
             embed_base_url=embed_base_url, llm=llm, base_url=base_url, model=model,

@@ -117,11 +117,16 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="origins allowed by CORS (none: CORS off)"
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host header names the server answers besides loopback and the bound "
+        "address (DNS-rebinding defence; '*' turns the check off)",
+    )
     insecure: bool = Field(False, description="allow a non-loopback host without API keys")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
     request_timeout: float = Field(300.0, gt=0, description="seconds a request may take")
 
-    @field_validator("api_keys", "allowed_roots", "cors_origins", mode="before")
+    @field_validator("api_keys", "allowed_roots", "allowed_hosts", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -95,8 +95,13 @@ class Index:
         prune: bool = True,
         progress: ProgressCallback | None = None,
         chunker: Chunker | None = None,
+        roots: Sequence[Path] | None = None,
     ) -> IngestReport:
-        """Sync files into the store; `chunker` replaces the markdown-aware default."""
+        """Sync files into the store; `chunker` replaces the markdown-aware default.
+
+        With `roots` (resolved directories), a file is read only if what is opened lies under
+        one of them, checked as it is read: a file that escapes them is skipped with a warning.
+        """
         ingestor = Ingestor(
             self.store,
             self.embedder,
@@ -104,6 +109,7 @@ class Index:
             chunk_overlap=self.settings.chunk_overlap,
             chunker=chunker,
             lexicon=self.settings.translate,
+            roots=roots,
         )
         return ingestor.run(
             [Path(p) for p in paths],

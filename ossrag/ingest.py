@@ -8,6 +8,7 @@ is missing or stale, and never leaves a duplicate.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -95,8 +96,10 @@ class Ingestor:
         max_bytes: int = 20_000_000,
         chunker: Chunker | None = None,
         lexicon: bool = False,
+        roots: Sequence[Path] | None = None,
     ) -> None:
         self.store = store
+        self.roots = roots  # when set, every file is re-checked under them as it is read
         self.chunker = chunker
         self.lexicon = lexicon  # also prepare the cross-lingual lexicon after a change
         self.embedder = embedder
@@ -165,7 +168,7 @@ class Ingestor:
     ) -> _Changed | None:
         previous = manifest.get(doc_id_for(str(item.root), item.source))
         try:
-            document = load(item, self.max_bytes)
+            document = load(item, self.max_bytes, self.roots)
         except LoadError as exc:
             report.skipped.append((exc.source, exc.reason))
             return None
@@ -264,7 +267,11 @@ class Ingestor:
         manifest: dict[str, FileRecord],
         report: IngestReport,
     ) -> None:
-        """Delete the chunks of files that vanished from the directories ingested."""
+        """Delete the chunks of files that vanished from the directories ingested.
+
+        Only files gone from disk go: a file that include/exclude patterns left out of this
+        run, or that could not be read this time, keeps its chunks.
+        """
         dirs = [str(Path(p).expanduser().resolve()) for p in paths if Path(p).is_dir()]
         if not dirs:
             return
@@ -274,6 +281,7 @@ class Ingestor:
             for record in manifest.values()
             if record.doc_id not in seen
             and any(_is_under(f"{record.root}/{record.source}", d) for d in dirs)
+            and not os.path.isfile(f"{record.root}/{record.source}")
         ]
         if not gone:
             return

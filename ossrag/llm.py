@@ -18,6 +18,7 @@ import importlib
 import inspect
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -344,10 +345,11 @@ class LLMClient:
         """
         kwargs = self._request(messages, effort, max_tokens, extra)
         kwargs.update(stream=True, stream_options={"include_usage": True})
+        started = time.monotonic()
         try:
             response = self._client.chat.completions.create(**kwargs)
         except _failures() as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc, started=started) from exc
         import openai
 
         if not isinstance(response, openai.Stream):
@@ -397,10 +399,11 @@ class LLMClient:
         Note: ``timeout`` then bounds the whole generation, not the silence between chunks.
         """
         kwargs = self._request(messages, effort, max_tokens, extra)
+        started = time.monotonic()
         try:
             response = self._client.chat.completions.create(**kwargs)
         except _failures() as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc, started=started) from exc
         from openai.types.chat import ChatCompletion
 
         if not isinstance(response, ChatCompletion) or not response.choices:
@@ -430,7 +433,7 @@ class LLMClient:
             )
             ids = [m.id for m in client.models.list().data]
         except Exception as exc:
-            return False, str(self._error(exc))
+            return False, str(self._error(exc, retries=0))
         message = f"{len(ids)} model{'' if len(ids) == 1 else 's'}"
         if ids and self.config.model not in ids:
             message += f"; {self.config.model!r} is not among them (set {MODEL_SETTING})"
@@ -483,8 +486,19 @@ class LLMClient:
     def _not_openai_hint(self) -> str:
         return f"is it an OpenAI-compatible server (URL ending in /v1)? set {BASE_URL_SETTING}"
 
-    def _error(self, exc: BaseException, *, streaming: bool = False) -> LLMError:
-        """One-line LLMError for any failure of the openai client or the HTTP layer."""
+    def _error(
+        self,
+        exc: BaseException,
+        *,
+        streaming: bool = False,
+        started: float | None = None,
+        retries: int | None = None,
+    ) -> LLMError:
+        """One-line LLMError for any failure of the openai client or the HTTP layer.
+
+        `started` (time.monotonic() before the request) and `retries` (the client's retries,
+        default the configured ones) let a timeout say how long it was waited for in all.
+        """
         import openai
 
         if isinstance(exc, LLMError):
@@ -494,10 +508,17 @@ class LLMClient:
             isinstance(exc, _transport_errors()) and "Timeout" in type(exc).__name__
         )
         if timed_out:
-            what = "went silent mid-answer for" if streaming else "did not answer within"
+            tries = 1 + (self.config.max_retries if retries is None else retries)
+            if streaming:
+                what = f"went silent mid-answer for {timeout:g} s"
+            elif tries > 1:
+                waited = f", {time.monotonic() - started:.0f} s in all" if started else ""
+                what = f"did not answer within {timeout:g} s on any of {tries} tries{waited}"
+            else:
+                what = f"did not answer within {timeout:g} s"
             return LLMError(
-                f"the LLM at {url} {what} {timeout:g} s: raise the timeout "
-                f"({TIMEOUT_SETTING}), lower --effort, or check the server"
+                f"the LLM at {url} {what}: raise the timeout ({TIMEOUT_SETTING}), "
+                "lower the reasoning effort, or check the server"
             )
         if isinstance(exc, (openai.APIConnectionError, *_transport_errors(), OSError)):
             reason = _connection_reason(exc)

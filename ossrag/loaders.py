@@ -19,6 +19,7 @@ relative to the directory the user named, with forward slashes, e.g. ``--include
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -346,7 +347,7 @@ def _walk(
             continue
         if not is_file:
             if entry.is_symlink():
-                yield Skipped(Path(entry.path), "broken symbolic link")
+                yield Skipped(Path(entry.path), _dangling_reason(entry.path))
             continue
         if _filter_reason(relpath, include, exclude):
             continue
@@ -362,25 +363,46 @@ def _os_reason(e: OSError) -> str:
         return "permission denied"
     if isinstance(e, FileNotFoundError):
         return "no such file or directory"
+    if e.errno == errno.ELOOP:
+        return "symlink loop"
+    if e.errno == errno.ENAMETOOLONG:
+        return "file name too long"
     return (e.strerror or type(e).__name__).lower()
+
+
+def _dangling_reason(path: str) -> str:
+    """Why a symbolic link leads to no file: a loop, or a missing target."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symlink loop"
+    return "broken symbolic link"
 
 
 # --------------------------------------------------------------------------- loading
 
 
-def load(found: Found, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
+def load(
+    found: Found, max_bytes: int = DEFAULT_MAX_BYTES, roots: Sequence[Path] | None = None
+) -> Document:
     """Read one file into a Document (``meta={"format": ...}``, sha256 of the raw bytes).
 
-    Raises LoadError for: unsupported type, missing/unreadable file, empty (or
-    whitespace-only) file, more than ``max_bytes`` bytes, binary content (NUL bytes in the
-    first 8 KB) or invalid UTF-8 (with the byte offset). Newlines are normalised to ``\\n``.
+    With ``roots`` (resolved directories), the file is read only if the file actually opened
+    lies under one of them: see :func:`open_beneath`.
+
+    Raises LoadError for: unsupported type, missing/unreadable file, a file outside ``roots``,
+    empty (or whitespace-only) file, more than ``max_bytes`` bytes, binary content (NUL bytes
+    in the first 8 KB) or invalid UTF-8 (with the byte offset). Newlines are normalised to
+    ``\\n``.
     """
     source = found.source
     loader = loader_for(found.path)
     if loader is None:
         raise LoadError(source, f"unsupported file type (supported: {_supported_list()})")
     try:
-        with open(found.path, "rb") as f:
+        fd = _open_file(found, roots)
+        with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise LoadError(source, "not a regular file")
@@ -407,6 +429,51 @@ def load(found: Found, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
         sha256=hashlib.sha256(data).hexdigest(),
         meta={"format": loader.format},
     )
+
+
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def _open_file(found: Found, roots: Sequence[Path] | None) -> int:
+    """A read-only descriptor of the file (never blocking on a FIFO), checked against roots."""
+    if roots is None:
+        return os.open(found.path, _READ_FLAGS)
+    real = os.path.realpath(found.path)
+    for root in roots:
+        if Path(real).is_relative_to(root):
+            return open_beneath(root, Path(real).relative_to(root), found.source)
+    raise LoadError(found.source, "links outside the allowed roots")
+
+
+def open_beneath(root: Path, relative: Path, source: str) -> int:
+    """Open ``root / relative`` one component at a time without following any symbolic link.
+
+    ``relative`` comes from a resolved path, so it holds no link when it is checked; a link
+    swapped in after that check (a time-of-check to time-of-use race) makes the open fail
+    here instead of leading outside ``root``.
+    """
+    parts = relative.parts
+    if not parts:
+        raise LoadError(source, "not a regular file")
+    fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            flags = os.O_NOFOLLOW | (_READ_FLAGS if last else os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                    raise LoadError(
+                        source, "a symbolic link appeared after the path was checked"
+                    ) from None
+                raise
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _too_large(size: int, limit: int) -> str:

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -38,13 +39,14 @@ from fastapi.responses import (
 )
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException
 from swagger_ui_bundle import swagger_ui_path
 
 from ossrag.budget import ContextBudgetError
 from ossrag.config import ConfigError, Effort, Mode, Settings
 from ossrag.embeddings import EmbedderError
+from ossrag.http_guards import HostCheck, SecurityHeaders, allowed_host_names, script_hash
 from ossrag.index import Index
 from ossrag.ingest import Progress
 from ossrag.llm import ContentDelta, LLMError, ReasoningDelta
@@ -123,6 +125,17 @@ class ChatMessage(BaseModel):
     role: str
     content: str | list[dict[str, Any]] | None = None
 
+    @field_validator("content")
+    @classmethod
+    def _text_parts_have_text(
+        cls, content: str | list[dict[str, Any]] | None
+    ) -> str | list[dict[str, Any]] | None:
+        if isinstance(content, list):
+            for i, part in enumerate(content):
+                if part.get("type") == "text" and not isinstance(part.get("text"), str):
+                    raise ValueError(f"part {i} is of type text but has no string 'text'")
+        return content
+
     @property
     def text(self) -> str:
         """The message's text; content parts other than text are ignored."""
@@ -179,6 +192,13 @@ class SearchRequest(BaseModel):
     top_k: int | None = Field(None, ge=1, le=100)
     mode: Mode | None = None
 
+    @field_validator("query")
+    @classmethod
+    def _has_words(cls, query: str) -> str:
+        if not query.strip():
+            raise ValueError("the query is only whitespace")
+        return query
+
 
 class IngestRequest(BaseModel):
     paths: list[str] = Field(min_length=1, description="absolute paths under an allowed root")
@@ -227,8 +247,9 @@ class _Cancelled(Exception):
 class IngestJobs:
     """Ingests run one at a time in a background thread (they all write the one store)."""
 
-    def __init__(self, index: Index) -> None:
+    def __init__(self, index: Index, roots: Sequence[Path]) -> None:
         self.index = index
+        self.roots = list(roots)  # every file is checked under them again as it is read
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ossrag-ingest")
         self._jobs: dict[str, IngestJob] = {}
         self._stop = threading.Event()
@@ -272,6 +293,7 @@ class IngestJobs:
                 exclude=request.exclude,
                 prune=request.prune,
                 progress=progress,
+                roots=self.roots,
             )
             job.report, job.status = report.to_dict(), "done"
         except _Cancelled:
@@ -291,28 +313,40 @@ def check_ingest_paths(
     out of them; otherwise ApiError(400) naming the path. No file is opened here."""
     if not roots:
         raise ApiError(400, "ingest over HTTP is off: set OSSRAG_ALLOWED_ROOTS / --allowed-root")
-    allowed = [Path(root).expanduser().resolve() for root in roots]
+    allowed = resolve_roots(roots)
 
     def inside(path: Path) -> bool:
         return any(path.is_relative_to(root) for root in allowed)
 
     resolved: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if not path.is_absolute():
-            raise ApiError(400, f"ingest path {raw!r} must be absolute")
-        real = path.resolve()
-        if not inside(real):
-            raise ApiError(400, f"ingest path {raw!r} is outside the allowed roots")
-        if not real.exists():
-            raise ApiError(400, f"ingest path {raw!r}: no such file or directory")
-        for item in discover([real], include, exclude):
-            if isinstance(item, Found) and not inside(Path(os.path.realpath(item.path))):
-                raise ApiError(
-                    400, f"ingest path {raw!r}: {item.path} links outside the allowed roots"
-                )
+    for i, raw in enumerate(paths):
+        field = f"paths[{i}]"
+        try:
+            path = Path(raw)
+            if not path.is_absolute():
+                raise ApiError(400, f"{field}: ingest path {raw!r} must be absolute")
+            real = path.resolve()
+            if not inside(real):
+                raise ApiError(400, f"{field}: ingest path {raw!r} is outside the allowed roots")
+            if not real.exists():
+                raise ApiError(400, f"{field}: ingest path {raw!r}: no such file or directory")
+            for item in discover([real], include, exclude):
+                if isinstance(item, Found) and not inside(Path(os.path.realpath(item.path))):
+                    raise ApiError(
+                        400,
+                        f"{field}: ingest path {raw!r}: {item.path} links outside the allowed "
+                        "roots",
+                    )
+        except (ValueError, OSError) as exc:  # a NUL byte, a name too long, a loop…
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ApiError(400, f"{field}: unusable path {raw!r}: {reason}") from None
         resolved.append(real)
     return resolved
+
+
+def resolve_roots(roots: Sequence[str]) -> list[Path]:
+    """The allowed roots as resolved directories."""
+    return [Path(root).expanduser().resolve() for root in roots]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -560,7 +594,7 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
     owned = index is None
     ix = index if index is not None else Index(settings)
     keys = load_api_keys(settings)
-    jobs = IngestJobs(ix)
+    jobs = IngestJobs(ix, resolve_roots(settings.allowed_roots))
     timeout = settings.request_timeout
 
     @asynccontextmanager
@@ -590,6 +624,11 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    hosts = allowed_host_names(settings)
+    if "*" not in hosts:
+        app.add_middleware(HostCheck, allowed_hosts=hosts)
+    docs_page = _api_docs_page()
+    app.add_middleware(SecurityHeaders, path_csp={"/docs": _docs_csp(docs_page)})
 
     app.state.api_keys = keys
     auth = [Depends(require_key)]
@@ -616,8 +655,12 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"])
-    async def readyz() -> JSONResponse:
-        """Readiness: Milvus reachable, embedder loaded, LLM answering."""
+    async def readyz(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> JSONResponse:
+        """Readiness: Milvus reachable, embedder loaded, LLM answering. With API keys set,
+        only a request carrying one sees the checks (they name the store and the LLM)."""
 
         def checks() -> dict[str, dict[str, Any]]:
             try:
@@ -632,7 +675,12 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
 
         result = await anyio.to_thread.run_sync(checks)
         ready = all(check["ok"] for check in result.values())
-        return JSONResponse({"ready": ready, "checks": result}, status_code=200 if ready else 503)
+        status = 200 if ready else 503
+        try:
+            await require_key(request, credentials)
+        except ApiError:
+            return JSONResponse({"ready": ready}, status_code=status)
+        return JSONResponse({"ready": ready, "checks": result}, status_code=status)
 
     # -- OpenAI-compatible
 
@@ -721,16 +769,32 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
 
     @app.get("/docs", include_in_schema=False)
     async def api_docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title="ossrag API",
-            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-            swagger_css_url="/docs-assets/swagger-ui.css",
-            swagger_favicon_url="/docs-assets/favicon-32x32.png",
-        )
+        return HTMLResponse(docs_page)
 
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
     return app
+
+
+def _api_docs_page() -> str:
+    """Swagger UI's page, its assets served from the swagger-ui-bundle package (no CDN)."""
+    page = get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="ossrag API",
+        swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+        swagger_css_url="/docs-assets/swagger-ui.css",
+        swagger_favicon_url="/docs-assets/favicon-32x32.png",
+    )
+    return bytes(page.body).decode()
+
+
+def _docs_csp(page: str) -> str:
+    """/docs's CSP: Swagger UI's one inline script allowed by its hash, and its inline styles."""
+    scripts = re.findall(r"<script>(.*?)</script>", page, flags=re.S)
+    return (
+        f"default-src 'self'; script-src 'self' {' '.join(script_hash(s) for s in scripts)}; "
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; "
+        "base-uri 'none'; frame-ancestors 'none'"
+    )
 
 
 # --------------------------------------------------------------------------- runner

@@ -146,12 +146,20 @@ def _is_local(uri: str) -> bool:
     return not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
 
 
-def _quote(value: str) -> str:
-    return json.dumps(value)
+_MILVUS_STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
+
+
+def milvus_string(value: str) -> str:
+    """`value` as a double-quoted string literal of Milvus's filter grammar.
+
+    Milvus (Lite and server) knows the escapes \\\\, \\", \\n and \\r but not JSON's \\uXXXX, so
+    any other character, non-ASCII or control, goes in as itself.
+    """
+    return '"' + value.translate(_MILVUS_STRING_ESCAPES) + '"'
 
 
 def _doc_id_filter(doc_ids: Iterable[str]) -> str:
-    return f"doc_id in [{', '.join(_quote(doc_id) for doc_id in doc_ids)}]"
+    return f"doc_id in [{', '.join(milvus_string(doc_id) for doc_id in doc_ids)}]"
 
 
 class Store:
@@ -416,7 +424,7 @@ class Store:
     def files(self) -> dict[str, FileRecord]:
         """The manifest: every fully stored file by doc id."""
         fields = ["doc_id", "root", "source", "sha256", "mtime", "chunks", "chunking"]
-        rows = self._query_all(self.files_collection, f"doc_id != {_quote(INFO_ID)}", fields)
+        rows = self._query_all(self.files_collection, f"doc_id != {milvus_string(INFO_ID)}", fields)
         return {row["doc_id"]: FileRecord(**{f: row[f] for f in fields}) for row in rows}
 
     @_milvus_call("list chunks")
@@ -441,7 +449,7 @@ class Store:
     ) -> list[dict[str, Any]]:
         """Chunks of `source` overlapping the line range, in line order."""
         expr = (
-            f"source == {_quote(source)} and end_line >= {int(start_line)} "
+            f"source == {milvus_string(source)} and end_line >= {int(start_line)} "
             f"and start_line <= {int(end_line)}"
         )
         rows = self.client.query(

@@ -25,7 +25,7 @@ BAD = {
     "latin1.md": "latin1.md: invalid UTF-8 at byte offset 5 (line 1)",
     "huge.md": "huge.md: file too large: 52,428,800 bytes (limit 20,000,000)",
     "fake.pdf": "fake.pdf: not a PDF (no %PDF- header)",
-    "self.md": "self.md: broken symbolic link",
+    "self.md": "self.md: symlink loop",
     "new\nline.md": "new\\nline.md: empty file",
     "deep": f"directory nested more than {MAX_DEPTH} levels deep",
 }

@@ -329,7 +329,7 @@ def test_load_permission_error_is_reported(tmp_path: Path, monkeypatch: pytest.M
     def refuse(*_args: object, **_kw: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(loaders, "open", refuse, raising=False)
+    monkeypatch.setattr(loaders.os, "open", refuse)
     with pytest.raises(LoadError, match=r"^secret\.md: permission denied$"):
         load(found)
 

@@ -154,8 +154,15 @@ def test_health_routes_need_no_key(live: LiveServer) -> None:
     assert httpx.get(live.url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(live.url + "/readyz", timeout=30)
     assert ready.status_code == 200, ready.text
+    assert ready.json() == {"ready": True}  # the store path and LLM URL need a key
+
+
+def test_readyz_shows_its_checks_to_a_key_holder(http: httpx.Client) -> None:
+    ready = http.get("/readyz")
+    assert ready.status_code == 200, ready.text
     checks = ready.json()["checks"]
     assert checks["milvus"]["ok"] and checks["embedder"]["ok"] and checks["llm"]["ok"]
+    assert set(checks) == {"milvus", "embedder", "llm"}
 
 
 @pytest.mark.parametrize(
