@@ -17,7 +17,7 @@ from ossrag.config import Settings
 #: Answered whatever the Host header says: liveness probes often send the pod or node IP.
 UNCHECKED_PATHS = frozenset({"/healthz"})
 
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")  # Starlette keeps IPv6's brackets
 WILDCARD_BINDS = ("0.0.0.0", "::", "")
 
 PAGE_CSP = (
@@ -35,7 +35,7 @@ def allowed_host_names(settings: Settings) -> list[str]:
         hostname = socket.gethostname()
         names += [hostname, socket.getfqdn(hostname)]
     else:
-        names.append(host)
+        names.append(f"[{host}]" if ":" in host else host)
     return list(dict.fromkeys(name.lower() for name in names if name))
 
 
