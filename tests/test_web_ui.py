@@ -46,10 +46,17 @@ def page() -> Iterator[Page]:
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        blocked: list[str] = []  # the server's CSP must never have to block the UI's own code
         try:
-            yield browser.new_page(viewport={"width": 1200, "height": 800})
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            page.on(
+                "console",
+                lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
+            )
+            yield page
         finally:
             browser.close()
+        assert blocked == []
 
 
 @pytest.fixture
