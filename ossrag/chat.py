@@ -1,7 +1,8 @@
 """Chat: a conversation over the index, with follow-ups rewritten into standalone questions.
 
-Each follow-up is rewritten by the LLM (one short completion, low effort) into a question that
-stands alone, which is then retrieved for and answered with the earlier turns as history.
+The engine (Index.ask_stream) rewrites each follow-up through the LLM (one short completion, low
+effort) into a question that stands alone, which is then retrieved for and answered with the
+earlier turns as history.
 History keeps questions and answers only: earlier reasoning is dropped, as harmony expects.
 Commands: ``/effort low|medium|high``, ``/sources``, ``/reasoning on|off``, ``/reset``,
 ``/help``, ``/quit``. Lines come from prompt_toolkit when installed and on a terminal, else
@@ -21,25 +22,13 @@ from ossrag.console import StreamPrinter, shown
 from ossrag.index import Index
 from ossrag.llm import EFFORTS, ContentDelta, LLMError, ReasoningDelta
 from ossrag.models import Passage
-from ossrag.rag import Answer, AskEvent, Retrieved
+from ossrag.rag import Answer, AskEvent, Retrieved, Rewritten
 
 MAX_TURNS = 6  # earlier question/answer pairs kept as history
-REWRITE_TOKENS = 512
-REWRITE_PROMPT = """\
-Rewrite the user's last question so that it can be understood without the conversation: \
-resolve pronouns and references using the earlier turns, keep the language of the question. \
-Reply with the rewritten question only."""
 HELP = (
     "/effort low|medium|high · /sources · /reasoning on|off · /reset · /quit — "
     "anything else is a question"
 )
-
-
-@dataclass(frozen=True)
-class Rewritten:
-    """A follow-up was rewritten into this standalone question before retrieval."""
-
-    question: str
 
 
 @dataclass
@@ -52,24 +41,10 @@ class ChatSession:
     history: list[dict[str, Any]] = field(default_factory=list)
     sources: list[Passage] = field(default_factory=list)
 
-    def standalone(self, question: str) -> str:
-        """The question rewritten to stand alone (unchanged when there is no history)."""
-        if not self.history:
-            return question
-        transcript = "\n".join(f"{m['role']}: {m['content']}" for m in self.history)
-        messages = [
-            {"role": "system", "content": REWRITE_PROMPT},
-            {"role": "user", "content": f"{transcript}\n\nLast question: {question}"},
-        ]
-        completion = self.index.llm.complete(messages, effort="low", max_tokens=REWRITE_TOKENS)
-        return completion.content.strip() or question
-
-    def ask(self, question: str) -> Iterator[Rewritten | AskEvent]:
-        """Rewrite, retrieve and answer; the turn joins the history once answered."""
-        standalone = self.standalone(question)
-        if standalone != question:
-            yield Rewritten(standalone)
-        for event in self.index.ask_stream(standalone, effort=self.effort, history=self.history):
+    def ask(self, question: str) -> Iterator[AskEvent]:
+        """Rewrite, retrieve and answer (see Index.ask_stream); the turn joins the history once
+        answered."""
+        for event in self.index.ask_stream(question, effort=self.effort, history=self.history):
             if isinstance(event, Retrieved):
                 self.sources = event.result.passages
             if isinstance(event, Answer):

@@ -15,10 +15,10 @@ from ossrag.config import Mode, Settings, load_settings
 from ossrag.embeddings import Embedder, QueryBatcher, load_embedder
 from ossrag.ingest import Chunker, Ingestor, IngestReport, ProgressCallback
 from ossrag.llm import LLMClient, LLMConfig, LLMError
-from ossrag.rag import Answer, AskEvent, stream_answer
+from ossrag.rag import Answer, AskEvent, Rewritten, stream_answer
 from ossrag.rerank import load_reranker
 from ossrag.retrieval import Retriever, SearchResult
-from ossrag.rewrite import REWRITE_OFF, expand_query
+from ossrag.rewrite import REWRITE_OFF, expand_query, standalone_question
 from ossrag.store import Store
 from ossrag.structured import BASE_SCHEMA, StructuredAnswer, answer_structured
 
@@ -151,10 +151,17 @@ class Index:
         effort: str | None = None,
         history: Sequence[dict[str, Any]] = (),
     ) -> Iterator[AskEvent]:
-        """Retrieve, then stream the answer: see `ossrag.rag.stream_answer`."""
-        result, retrieve_ms = self._timed_search(question, k, mode)
+        """Retrieve, then stream the answer: see `ossrag.rag.stream_answer`.
+
+        With `history` (earlier user/assistant turns), the question is first rewritten to stand
+        alone (a `Rewritten` event), and that question is searched for and answered.
+        """
+        standalone = standalone_question(self.llm, question, history)
+        if standalone != question:
+            yield Rewritten(standalone)
+        result, retrieve_ms = self._timed_search(standalone, k, mode)
         yield from stream_answer(
-            question,
+            standalone,
             result,
             self.llm,
             effort=effort or self.settings.effort,
@@ -190,7 +197,9 @@ class Index:
         effort: str | None = None,
         history: Sequence[dict[str, Any]] = (),
     ) -> StructuredAnswer:
-        """A validated JSON answer (see `ossrag.structured`; `schema` from `load_schema`)."""
+        """A validated JSON answer (see `ossrag.structured`; `schema` from `load_schema`); a
+        follow-up is rewritten to stand alone first, as in `ask_stream`."""
+        question = standalone_question(self.llm, question, history)
         result, retrieve_ms = self._timed_search(question, k, mode)
         return answer_structured(
             question, result, self.llm, self.budget, schema=schema,

@@ -18,6 +18,13 @@ _CITATION = re.compile(r"\[(\d{1,3})\]")
 
 
 @dataclass(frozen=True)
+class Rewritten:
+    """A follow-up was rewritten into this standalone question before retrieval."""
+
+    question: str
+
+
+@dataclass(frozen=True)
 class Retrieved:
     """First event of an answer: the passages the model is given."""
 
@@ -74,7 +81,8 @@ class Answer:
         }
 
 
-AskEvent: TypeAlias = Retrieved | ReasoningDelta | ContentDelta | Answer
+AnswerEvent: TypeAlias = Retrieved | ReasoningDelta | ContentDelta | Answer
+AskEvent: TypeAlias = Rewritten | AnswerEvent  # a follow-up is rewritten before retrieval
 
 
 def stream_answer(
@@ -86,7 +94,7 @@ def stream_answer(
     history: Sequence[dict[str, Any]] = (),
     retrieve_ms: float = 0.0,
     budget: Budget | None = None,
-) -> Iterator[AskEvent]:
+) -> Iterator[AnswerEvent]:
     """Yield Retrieved, then reasoning/answer deltas, then the final Answer.
 
     With a ``budget``, the lowest-ranked passages that do not fit the context window are left

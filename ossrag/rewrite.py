@@ -1,12 +1,23 @@
-"""Query rewriting through the configured LLM: translation and multi-query expansion.
+"""Query rewriting through the configured LLM: follow-ups, translation, multi-query expansion.
 
-The offline embedder reads English; a question in another language, or worded unlike the docs,
-is turned into a few English search queries whose results are fused with the original's.
+A follow-up ("and why is none of it kept?") is rewritten into a question that stands alone
+before it is searched for. The offline embedder reads English; a question in another language,
+or worded unlike the docs, is turned into a few English search queries whose results are fused
+with the original's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from ossrag.llm import LLMClient
+
+FOLLOW_UP_PROMPT = """\
+Rewrite the user's last question so that it can be understood without the conversation: \
+resolve pronouns and references using the earlier turns, keep the language of the question. \
+Reply with the rewritten question only."""
+FOLLOW_UP_TOKENS = 512
 
 EXPAND_PROMPT = """\
 You turn a user's question into search queries for English technical documentation.
@@ -31,3 +42,17 @@ def expand_query(llm: LLMClient, question: str) -> list[str]:
         if query and query.lower() not in {q.lower() for q in queries}:
             queries.append(query)
     return queries[:MAX_QUERIES]
+
+
+def standalone_question(llm: LLMClient, question: str, history: Sequence[dict[str, Any]]) -> str:
+    """The last question rewritten to stand alone, given the earlier turns (one short, low-effort
+    completion); the question itself when there is no history or the model returns nothing."""
+    if not history:
+        return question
+    transcript = "\n".join(f"{m['role']}: {m['content']}" for m in history)
+    messages = [
+        {"role": "system", "content": FOLLOW_UP_PROMPT},
+        {"role": "user", "content": f"{transcript}\n\nLast question: {question}"},
+    ]
+    completion = llm.complete(messages, effort="low", max_tokens=FOLLOW_UP_TOKENS)
+    return completion.content.strip() or question

@@ -52,7 +52,7 @@ from ossrag.ingest import Progress
 from ossrag.llm import ContentDelta, LLMError, ReasoningDelta
 from ossrag.loaders import Found, discover
 from ossrag.models import Passage
-from ossrag.rag import Answer, AskEvent, Retrieved
+from ossrag.rag import Answer, AskEvent, Retrieved, Rewritten
 from ossrag.retrieval import SearchResult
 from ossrag.store import StoreError
 from ossrag.structured import (
@@ -707,7 +707,7 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
                 return JSONResponse(chat.completion(answer))
             # Pull up to the first LLM event so a dead LLM is an HTTP error, not a broken stream.
             first: list[AskEvent] = []
-            while not first or isinstance(first[-1], Retrieved):
+            while not first or isinstance(first[-1], (Rewritten, Retrieved)):
                 event = await chat.next_event()
                 if event is None:
                     break

@@ -8,17 +8,18 @@ from typing import Any
 from llm_server import Reply, ScriptedLLMServer
 from typer.testing import CliRunner
 
-from ossrag.chat import REWRITE_PROMPT, ChatSession
+from ossrag.chat import ChatSession
 from ossrag.cli import app
 from ossrag.config import load_settings
 from ossrag.index import Index
 from ossrag.rag import Answer
+from ossrag.rewrite import FOLLOW_UP_PROMPT
 
 STANDALONE = "How do I back up the engine's data?"
 
 
 def respond(body: dict[str, Any]) -> Reply:
-    if body["messages"][0]["content"] == REWRITE_PROMPT:
+    if body["messages"][0]["content"] == FOLLOW_UP_PROMPT:
         return Reply(content=STANDALONE, reasoning="Resolve 'it'.")
     question = body["messages"][-1]["content"]
     n = sum(m["role"] == "assistant" for m in body["messages"])

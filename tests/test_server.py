@@ -28,6 +28,7 @@ from ossrag.cli import app as cli_app
 from ossrag.config import ConfigError, Settings, load_settings
 from ossrag.embeddings import Embedder
 from ossrag.index import Index
+from ossrag.rewrite import FOLLOW_UP_PROMPT
 from ossrag.server import check_bind, create_app
 
 pytestmark = pytest.mark.timeout(60)
@@ -250,6 +251,7 @@ def test_stream_parsed_by_the_openai_sdk(
         {"role": "user", "content": "What is in the search guide?"},
         {"role": "assistant", "content": "Metrics and filters [1]."},
     ]
+    llm_server.enqueue(Reply(content=STORAGE_Q))  # the follow-up, rewritten to stand alone
     stream = client.chat.completions.create(
         model="ossrag",
         messages=[*earlier, *ask()],
@@ -276,7 +278,8 @@ def test_stream_parsed_by_the_openai_sdk(
     assert [c.choices[0].finish_reason for c in finish] == ["stop"]
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
 
-    sent = llm_server.bodies()[-1]
+    rewrite, sent = llm_server.bodies()[-2:]
+    assert rewrite["messages"][0]["content"] == FOLLOW_UP_PROMPT
     assert sent["reasoning_effort"] == "high"
     roles = [m["role"] for m in sent["messages"]]
     assert roles == ["system", "user", "assistant", "user"]  # earlier turns as history
