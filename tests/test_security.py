@@ -232,12 +232,19 @@ def test_unusable_ingest_paths_are_a_400_naming_the_field(
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)  # JSON has neither
+    | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=12,
 )
 HOSTILE_TEXT = st.text() | st.sampled_from(
-    ["", " ", "\x00", "a\x00b", "\x1b[2J", "é" * 3000, "[" * 500, "../../etc/passwd", "/", "\ud7ff"]
+    [
+        *["", " ", "\x00", "a\x00b", "\x1b[2J", "é" * 3000, "[" * 500, "../../etc/passwd", "/"],
+        *["/tmp/a\x00b", "/" + "a" * 300, "/tmp/" + "b/" * 2000, "\ud7ff"],
+    ]
 )
 PART = st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", 3]), "text": JSON})
 MESSAGE = st.fixed_dictionaries(
