@@ -60,6 +60,10 @@ class Settings(BaseSettings):
         description="minilm | st:<sentence-transformers name or path> | "
         "openai:<model> | pymilvus-default",
     )
+    encoder: Literal["auto", "fp32", "int8"] = Field(
+        "auto",
+        description="MiniLM's precision: int8 or fp32; auto follows the store, else the default",
+    )
     embed_base_url: str = Field("", description="endpoint for openai:<model> embedders")
     embed_api_key: str = ""
     embed_batch_size: int = Field(64, ge=1)

@@ -12,7 +12,7 @@ from typing import Any
 from ossrag.agent import Agent, AgentEvent
 from ossrag.budget import Budget
 from ossrag.config import Mode, Settings, load_settings
-from ossrag.embeddings import Embedder, QueryBatcher, load_embedder
+from ossrag.embeddings import DEFAULT_ENCODER, Embedder, Encoder, QueryBatcher, load_embedder
 from ossrag.ingest import Chunker, Ingestor, IngestReport, ProgressCallback
 from ossrag.llm import LLMClient, LLMConfig, LLMError
 from ossrag.rag import Answer, AskEvent, Rewritten, stream_answer
@@ -46,7 +46,21 @@ class Index:
     @cached_property
     def embedder(self) -> Embedder:
         s = self.settings
-        return load_embedder(s.embedder, s.embed_base_url or s.base_url, s.embed_api_key)
+        return load_embedder(
+            s.embedder, s.embed_base_url or s.base_url, s.embed_api_key, self._encoder()
+        )
+
+    def _encoder(self) -> Encoder:
+        """MiniLM's precision: the setting, or with `auto` the one the store was built with
+        (so a store keeps being searched as it was built), or DEFAULT_ENCODER for a new one."""
+        if self.settings.encoder != "auto":
+            return self.settings.encoder
+        if self.settings.embedder not in ("minilm", "default", ""):
+            return DEFAULT_ENCODER
+        info = self.store.info()
+        if info is None:
+            return DEFAULT_ENCODER
+        return "int8" if info.embedder == "minilm-int8" else "fp32"
 
     def batch_queries(self) -> None:
         """Let concurrent searches share one embedding call (for servers; see QueryBatcher)."""

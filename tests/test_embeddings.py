@@ -9,9 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import pytest
 from llm_server import ScriptedLLMServer
 
+from ossrag.config import load_settings
 from ossrag.embeddings import (
     Embedder,
     EmbedderError,
@@ -21,7 +23,10 @@ from ossrag.embeddings import (
     Vectors,
     load_embedder,
     minilm_model_dir,
+    onnx_cache_dir,
 )
+from ossrag.index import Index
+from ossrag.store import StoreError
 
 
 def test_default_embedder_is_normalised_and_semantic(embedder: Embedder) -> None:
@@ -152,3 +157,50 @@ def test_query_encoder_is_exported_once_and_a_damaged_copy_replaced(
     again = MiniLMEmbedder()
     assert float(again.embed_query(text) @ embedder.embed([text])[0]) > 0.9999
     assert exported.stat().st_size > 1_000_000
+
+
+# --------------------------------------------------------------------------- int8 encoder
+
+
+@pytest.fixture(scope="module")
+def int8() -> MiniLMEmbedder:
+    return MiniLMEmbedder(encoder="int8")
+
+
+def test_int8_encoder_stays_close_to_fp32(embedder: Embedder, int8: MiniLMEmbedder) -> None:
+    texts = ["BM25", "Milvus flushes growing segments to object storage. " * 8, "word " * 400]
+    texts += ["Where does Milvus store data?", "Come si crea una partizione?"]
+    cosines = (embedder.embed(texts) * int8.embed(texts)).sum(axis=1)
+    assert cosines.min() > 0.98, cosines
+    queries = (embedder.embed_queries(texts) * int8.embed_queries(texts)).sum(axis=1)
+    assert queries.min() > 0.98, queries
+    assert int8.name == "minilm-int8" and int8.dim == 384
+    assert int8.embed([]).shape == (0, 384)
+    cached = sorted(p.name for p in onnx_cache_dir().glob("minilm-*-int8-ort*.onnx"))
+    assert f"-fused-int8-ort{onnxruntime.__version__}.onnx" in cached[-1]
+
+
+def test_a_store_keeps_the_encoder_it_was_built_with(
+    tmp_path: Path, docs: Path, int8: MiniLMEmbedder
+) -> None:
+    db = str(tmp_path / "s.db")
+    built = Index(load_settings(db=db, encoder="int8"))
+    built.ingest([docs])
+    assert built.store.info().embedder == "minilm-int8"  # type: ignore[union-attr]
+    built.close()
+    auto = Index(load_settings(db=db))  # OSSRAG_ENCODER=auto follows the store
+    assert auto.embedder.name == "minilm-int8"
+    assert auto.search("Where does the engine keep data?").passages[0].source == "guide/storage.md"
+    auto.close()
+    forced = Index(load_settings(db=db, encoder="fp32"))
+    with pytest.raises(StoreError, match=r"built with embedder minilm-int8 .*, not minilm "):
+        forced.search("Where does the engine keep data?")
+    forced.close()
+
+
+def test_encoder_specs() -> None:
+    assert load_embedder("minilm-int8").name == "minilm-int8"
+    assert load_embedder("minilm", encoder="int8").name == "minilm-int8"
+    assert load_embedder("minilm-fp32").name == "minilm"
+    with pytest.raises(EmbedderError, match="unknown encoder 'int4'"):
+        MiniLMEmbedder(encoder="int4")  # type: ignore[arg-type]
