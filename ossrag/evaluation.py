@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from ossrag.chunking import chunk_id
 from ossrag.config import Mode, Settings
-from ossrag.embeddings import Embedder
+from ossrag.embeddings import DEFAULT_ENCODER, Embedder
 from ossrag.index import Index
 from ossrag.ingest import ProgressCallback
 from ossrag.models import Chunk, Document, Passage
@@ -246,12 +246,17 @@ def retrieval_reports(
             update={"translate": settings.translate and recipe == "ossrag"}
         )
         if corpus is not None:
+            encoder = DEFAULT_ENCODER if settings.encoder == "auto" else settings.encoder
             variant = (
-                f"{recipe}:{settings.embedder}:{settings.chunk_tokens}:{settings.chunk_overlap}"
-                f":schema{SCHEMA_VERSION}"
+                f"{recipe}:{settings.embedder}:{encoder}:{settings.chunk_tokens}"
+                f":{settings.chunk_overlap}:schema{SCHEMA_VERSION}"
             )
             recipe_settings = recipe_settings.model_copy(
-                update={"db": str(eval_store_path(corpus, variant)), "collection": "eval"}
+                update={
+                    "db": str(eval_store_path(corpus, variant)),
+                    "collection": "eval",
+                    "encoder": encoder,
+                }
             )
         index = Index(recipe_settings, embedder=embedder)
         embedder = index.embedder
