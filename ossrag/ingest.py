@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ossrag.chunking import CHUNKER_VERSION, chunk_document
 from ossrag.embeddings import Embedder
 from ossrag.loaders import Found, LoadError, Skipped, discover, load
@@ -37,6 +39,7 @@ class IngestReport:
     files_removed: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     chunks_embedded: int = 0
+    chunks_reused: int = 0  # chunks of edited files whose text was stored: vector kept
     chunks_deleted: int = 0
     seconds: float = 0.0
     embed_seconds: float = 0.0
@@ -54,6 +57,7 @@ class IngestReport:
             "files_removed": self.files_removed,
             "files_skipped": len(self.skipped),
             "chunks_embedded": self.chunks_embedded,
+            "chunks_reused": self.chunks_reused,
             "chunks_deleted": self.chunks_deleted,
             "warnings": self.warnings,
             "seconds": round(self.seconds, 3),
@@ -226,14 +230,25 @@ class Ingestor:
         self._commit(unflushed)
 
     def _write(self, batch: list[_Changed], report: IngestReport) -> None:
-        """Embed a batch of files and replace their chunks."""
+        """Embed a batch of files and replace their chunks. A chunk of an edited file whose
+        text (with its heading path) is already stored keeps its vector: editing a paragraph
+        embeds that paragraph's chunks, and chunks that only moved get their new lines."""
         chunks = [chunk for changed in batch for chunk in changed.chunks]
+        edited = [c.document.doc_id for c in batch if c.previous is not None]
+        stored = self.store.vectors_by_text(edited)
+        new = [i for i, chunk in enumerate(chunks) if chunk.embed_text not in stored]
         started = time.perf_counter()
-        vectors = self.embedder.embed([chunk.embed_text for chunk in chunks])
+        embedded = self.embedder.embed([chunks[i].embed_text for i in new])
         report.embed_seconds += time.perf_counter() - started
+        vectors = np.empty((len(chunks), self.embedder.dim), dtype=np.float32)
+        for i, chunk in enumerate(chunks):
+            if chunk.embed_text in stored:
+                vectors[i] = stored[chunk.embed_text]
+        vectors[new] = embedded
         self.store.delete_docs([changed.document.doc_id for changed in batch])
         self.store.insert_chunks(chunks, vectors)
-        report.chunks_embedded += len(chunks)
+        report.chunks_embedded += len(new)
+        report.chunks_reused += len(chunks) - len(new)
         for changed in batch:
             if changed.previous is None:
                 report.files_added += 1

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import numpy as np
 from pymilvus import (
     AnnSearchRequest,
     DataType,
@@ -433,6 +434,22 @@ class Store:
         expr = 'id != ""' if doc_ids is None else _doc_id_filter(doc_ids)
         rows = self._query_all(self.collection, expr, ["id", "doc_id"])
         return {row["id"]: row["doc_id"] for row in rows}
+
+    @_milvus_call("read stored vectors")
+    def vectors_by_text(self, doc_ids: Sequence[str]) -> dict[str, Vectors]:
+        """The stored vector of each chunk of these files, keyed by the text it was embedded
+        from (heading path, then text: `Chunk.embed_text`)."""
+        if not doc_ids:
+            return {}
+        rows = self._query_all(
+            self.collection, _doc_id_filter(doc_ids), ["heading", "text", "dense"]
+        )
+        return {
+            (f"{row['heading']}\n{row['text']}" if row["heading"] else row["text"]): np.asarray(
+                row["dense"], dtype=np.float32
+            )
+            for row in rows
+        }
 
     @_milvus_call("count chunks")
     def count(self) -> int:

@@ -1,0 +1,138 @@
+"""Edits re-embed only what changed: unchanged chunks keep their vectors and get their new lines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import MILVUS_DOCS, needs_shared
+
+from ossrag.config import load_settings
+from ossrag.embeddings import Embedder, Vectors
+from ossrag.index import Index
+from ossrag.models import doc_id_for
+
+
+class CountingEmbedder:
+    """The real embedder, counting the passages it is asked to embed."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.name, self.max_tokens = inner.name, inner.max_tokens
+        self.embedded: list[str] = []
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        self.embedded += texts
+        return self.inner.embed(texts)
+
+    def embed_query(self, text: str) -> Vectors:
+        return self.inner.embed_query(text)
+
+    def embed_queries(self, texts: Sequence[str]) -> Vectors:
+        return self.inner.embed_queries(texts)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+
+def paragraphs(n: int, changed: int | None = None) -> str:
+    """A long document: one section per paragraph, each far below the chunk window."""
+    parts = ["# Handbook\n"]
+    for i in range(n):
+        body = f"Paragraph {i} explains topic {i} of the handbook in its own words."
+        if i == changed:
+            body = f"Paragraph {i} now explains something else entirely, after an edit."
+        parts.append(f"## Topic {i}\n\n{body}\n")
+    return "\n".join(parts)
+
+
+@pytest.fixture
+def counted(tmp_path: Path, embedder: Embedder) -> tuple[Index, CountingEmbedder]:
+    counting = CountingEmbedder(embedder)
+    index = Index(load_settings(db=str(tmp_path / "s.db"), translate=False), embedder=counting)
+    return index, counting
+
+
+def stored(index: Index, path: Path) -> dict[str, tuple[int, int, list[float]]]:
+    rows = index.store.client.query(
+        index.store.collection,
+        filter=f'doc_id == "{doc_id_for(str(path.parent), path.name)}"',
+        output_fields=["text", "start_line", "end_line", "dense"],
+    )
+    return {r["text"]: (r["start_line"], r["end_line"], list(r["dense"])) for r in rows}
+
+
+def test_editing_one_paragraph_embeds_only_its_chunk(
+    tmp_path: Path, counted: tuple[Index, CountingEmbedder]
+) -> None:
+    index, counting = counted
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    handbook = docs / "handbook.md"
+    handbook.write_text(paragraphs(50))
+    first = index.ingest([docs])
+    assert (first.chunks_embedded, first.chunks_reused) == (50, 0)
+    before = stored(index, handbook)
+
+    counting.embedded.clear()
+    handbook.write_text(paragraphs(50, changed=17))
+    edit = index.ingest([docs])
+    assert (edit.files_updated, edit.chunks_embedded, edit.chunks_reused) == (1, 1, 49)
+    assert counting.embedded == [
+        "Handbook › Topic 17\n## Topic 17\n\n"
+        "Paragraph 17 now explains something else entirely, after an edit."
+    ]
+    after = stored(index, handbook)
+    kept = next(text for text in after if "Paragraph 3 " in text)
+    assert after[kept] == before[kept]  # same vector, same lines
+    result = index.search("something else entirely after an edit", 1)
+    assert result.passages[0].text.endswith("after an edit.")
+    index.close()
+
+
+def test_chunks_that_moved_keep_their_vectors_and_get_their_new_lines(
+    tmp_path: Path, counted: tuple[Index, CountingEmbedder]
+) -> None:
+    index, counting = counted
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    handbook = docs / "handbook.md"
+    handbook.write_text(paragraphs(20))
+    index.ingest([docs])
+    before = stored(index, handbook)
+    counting.embedded.clear()
+    handbook.write_text("\n\n\n" + paragraphs(20))  # everything moves three lines down
+    report = index.ingest([docs])
+    assert (report.chunks_embedded, report.chunks_reused) == (0, 20)
+    assert counting.embedded == []
+    after = stored(index, handbook)
+    assert sorted(after) == sorted(before)
+    for text, (start, end, vector) in after.items():
+        assert (start, end) == (before[text][0] + 3, before[text][1] + 3)
+        assert np.allclose(vector, before[text][2])
+    index.close()
+
+
+@needs_shared(MILVUS_DOCS)
+def test_a_one_sentence_edit_of_the_faq_embeds_at_most_two_chunks(
+    tmp_path: Path, counted: tuple[Index, CountingEmbedder]
+) -> None:
+    index, _ = counted
+    faq = tmp_path / "faq"
+    faq.mkdir()
+    text = (MILVUS_DOCS / "faq" / "product_faq.md").read_text()
+    (faq / "product_faq.md").write_text(text)
+    first = index.ingest([faq])
+    sentence = "These are all x86-dedicated SIMD instruction sets."
+    assert sentence in text
+    (faq / "product_faq.md").write_text(text.replace(sentence, "All of them are x86 SIMD sets.", 1))
+    edit = index.ingest([faq])
+    assert edit.chunks_embedded <= 2
+    assert edit.chunks_embedded + edit.chunks_reused == first.chunks_embedded
+    index.close()
