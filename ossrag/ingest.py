@@ -133,19 +133,20 @@ class Ingestor:
                 report.skipped.append((str(item.path), item.reason))
             else:
                 found.append(item)
-        work: queue.Queue[Any] = queue.Queue(maxsize=8)
-        producer = threading.Thread(
-            target=self._produce, args=(found, manifest, work, report), daemon=True
-        )
-        producer.start()
-        self._consume(self._drain(work), len(found), report, progress)
-        producer.join()
-        if prune:
-            self._prune(paths, found, manifest, report)
-        if report.chunks_embedded or report.chunks_deleted:
-            self.store.prepare_search()  # the next search, in any process, starts ready
-            if self.lexicon:
-                self.store.lexicon()
+        with self.store.syncing():  # searches meanwhile see the last complete state
+            work: queue.Queue[Any] = queue.Queue(maxsize=8)
+            producer = threading.Thread(
+                target=self._produce, args=(found, manifest, work, report), daemon=True
+            )
+            producer.start()
+            self._consume(self._drain(work), len(found), report, progress)
+            producer.join()
+            if prune:
+                self._prune(paths, found, manifest, report)
+            if report.chunks_embedded or report.chunks_deleted or report.chunks_reused:
+                self.store.prepare_search()  # the next search, in any process, starts ready
+                if self.lexicon:
+                    self.store.prepare_lexicon()
         report.seconds = time.perf_counter() - started
         return report
 

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -183,6 +184,7 @@ class Store:
         self._info: CollectionInfo | None = None
         self._loaded = False
         self._writing = False
+        self._syncing = False  # an ingest is under way: readers keep the last complete index
         self._index: SearchIndex | None = None
         self._index_lock = threading.Lock()
         self._lexicon: Lexicon | None = None
@@ -552,20 +554,39 @@ class Store:
         )
         return [Hit(hit["distance"], hit["entity"]) for hit in result[0]]
 
+    @contextmanager
+    def syncing(self) -> Iterator[None]:
+        """While an ingest writes: searches keep using the last complete in-memory index (and
+        lexicon) instead of waiting behind the writer; `prepare_search` swaps in the new one."""
+        self._syncing = True
+        try:
+            yield
+        finally:
+            self._syncing = False
+
     @_milvus_call("build the search index")
     def prepare_search(self) -> None:
-        """Build and save the in-memory search index now rather than on the first search."""
-        self._search_index()
-
-    def _search_index(self) -> SearchIndex | None:
-        """The in-memory index of the current generation, or None to search in Milvus."""
+        """Build and save the in-memory index of what is stored now, and let searches use it."""
         info = self.info()
         if not self.memory_index or self._writing or info is None or not info.bm25:
-            return None
+            return
         with self._index_lock:
             if self._index is None or self._index.generation != info.generation:
                 self._index = self._open_index(info)
-            return self._index
+
+    def _search_index(self) -> SearchIndex | None:
+        """The in-memory index to search, or None to search in Milvus: during an ingest, the
+        last complete one; otherwise the current generation's, built when missing."""
+        current = self._index
+        if current is not None and self._syncing:
+            return current
+        info = self.info()
+        if not self.memory_index or self._writing or info is None or not info.bm25:
+            return None
+        if current is not None and current.generation == info.generation:
+            return current
+        self.prepare_search()
+        return self._index
 
     def _open_index(self, info: CollectionInfo) -> SearchIndex:
         """Load the saved index of this generation, or build it from the collection and save it."""
@@ -585,13 +606,20 @@ class Store:
                 logging.getLogger(__name__).warning("search index not saved: %s", exc)
         return index
 
-    @_milvus_call("build the cross-lingual lexicon")
     def lexicon(self) -> Lexicon | None:
         """The corpus vocabulary for questions in other languages (see ossrag.crosslingual).
 
         Needs the in-memory index (the words come from its rows) and the word encoder; None
-        otherwise. Saved beside the index and rebuilt with it, embedding only new words.
+        otherwise. Saved beside the index and rebuilt with it, embedding only new words. During
+        an ingest, the last complete one.
         """
+        if self._syncing and self._lexicon is not None:
+            return self._lexicon
+        return self.prepare_lexicon()
+
+    @_milvus_call("build the cross-lingual lexicon")
+    def prepare_lexicon(self) -> Lexicon | None:
+        """The lexicon of the index searched now, built (or loaded) if it is of an older one."""
         index = self._search_index()
         if index is None or (encoder := load_word_encoder()) is None:
             return None

@@ -1,17 +1,21 @@
-"""Edits re-embed only what changed: unchanged chunks keep their vectors and get their new lines."""
+"""Edits re-embed only what changed (unchanged chunks keep their vectors and get their new lines),
+and searches during an ingest never wait for it."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MILVUS_DOCS, needs_shared
+from conftest import MILVUS_DOCS, needs_shared, write_docs
 
+from ossrag import ingest as ingest_module
 from ossrag.config import load_settings
 from ossrag.embeddings import Embedder, Vectors
 from ossrag.index import Index
+from ossrag.ingest import Progress
 from ossrag.models import doc_id_for
 
 
@@ -136,3 +140,36 @@ def test_a_one_sentence_edit_of_the_faq_embeds_at_most_two_chunks(
     assert edit.chunks_embedded <= 2
     assert edit.chunks_embedded + edit.chunks_reused == first.chunks_embedded
     index.close()
+
+
+def test_searches_during_an_ingest_see_the_last_complete_state(
+    tmp_path: Path, index: Index, docs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search while an ingest has unflushed writes is answered from the last complete
+    in-memory index, not from Milvus behind the writer (which would also show half a sync)."""
+    monkeypatch.setattr(ingest_module, "EMBED_BATCH_CHUNKS", 1)  # write each file at once
+    index.ingest([docs])
+    question = "How are zebra crossings painted?"
+    before = [(p.source, p.start_line) for p in index.search(question).passages]
+    write_docs(
+        docs, {f"new/zebra{i}.md": f"# Zebra {i}\n\nZebra crossings, painted.\n" for i in range(3)}
+    )
+    paused, resume = threading.Event(), threading.Event()
+
+    def progress(p: Progress) -> None:
+        if p.files_done == 4:  # guide/*.md unchanged, zebra0 and zebra1 written
+            paused.set()
+            assert resume.wait(60)
+
+    writer = threading.Thread(target=index.ingest, args=([docs],), kwargs={"progress": progress})
+    writer.start()
+    try:
+        assert paused.wait(60)
+        assert index.store._writing  # rows written, not flushed
+        during = [(p.source, p.start_line) for p in index.search(question).passages]
+    finally:
+        resume.set()
+        writer.join(60)
+    assert during == before
+    after = {p.source for p in index.search(question).passages}
+    assert {"new/zebra0.md", "new/zebra1.md", "new/zebra2.md"} <= after

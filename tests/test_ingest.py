@@ -51,7 +51,8 @@ def test_edit_replaces_only_that_files_chunks(index: Index, docs: Path) -> None:
     assert {c for c, d in before.items() if d != edited_doc} == {
         c for c, d in after.items() if d != edited_doc
     }
-    assert report.chunks_embedded == sum(1 for d in after.values() if d == edited_doc) > 0
+    edited_chunks = sum(1 for d in after.values() if d == edited_doc)
+    assert (report.chunks_embedded, report.chunks_reused) == (1, edited_chunks - 1)  # the new one
     texts = [p.text for p in index.search("Restore from the bucket copy", k=3).passages]
     assert any("Restore from the bucket copy" in t for t in texts)
 
