@@ -96,7 +96,13 @@ class Settings(BaseSettings):
     model: str = LLM_PRESETS["ollama"]["model"]
     api_key: str = Field("", description="falls back to OPENAI_API_KEY")
     effort: Effort = "medium"
-    effort_style: Literal["auto", "reasoning_effort", "openrouter", "system", "none"] = "auto"
+    effort_style: Literal[
+        "auto", "reasoning_effort", "openrouter", "chat_template_kwargs", "system", "none"
+    ] = Field(
+        "auto",
+        description="how the effort is sent: auto follows the llm preset (LM Studio: the "
+        "harmony system line, llama.cpp: chat_template_kwargs), else reasoning_effort",
+    )
     max_tokens: int | None = Field(None, ge=1)
     timeout: float = Field(120.0, gt=0)
     # Context budget (ossrag.budget) and the agent (ossrag.agent)

@@ -95,6 +95,7 @@ class Index:
                 api_key=s.api_key,
                 effort=s.effort,
                 effort_style=s.effort_style,
+                preset=s.llm,
                 max_tokens=s.max_tokens,
                 timeout=s.timeout,
             )
@@ -256,6 +257,12 @@ class Index:
             "bm25": info.bm25 if info else None,
             "llm": {"base_url": s.base_url, "model": s.model, "ok": ok, "detail": detail},
         }
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         if "store" in self.__dict__:

@@ -35,7 +35,19 @@ MODEL_SETTING = "OSSRAG_MODEL / --model"
 TIMEOUT_SETTING = "OSSRAG_TIMEOUT / --timeout"
 
 EFFORTS = ("low", "medium", "high")
-EFFORT_STYLES = ("auto", "reasoning_effort", "openrouter", "system", "none")
+EFFORT_STYLES = (
+    "auto", "reasoning_effort", "openrouter", "chat_template_kwargs", "system", "none",
+)  # fmt: skip
+# How each server preset takes an effort. LM Studio ignores `reasoning_effort` on chat
+# completions (its UI setting wins), so harmony's own `Reasoning: high` system line is sent;
+# llama.cpp reads it from the chat template's kwargs (newer builds also take the field).
+PRESET_EFFORT_STYLES = {
+    "ollama": "reasoning_effort",
+    "vllm": "reasoning_effort",
+    "lmstudio": "system",
+    "llamacpp": "chat_template_kwargs",
+    "openrouter": "openrouter",
+}
 _PLACEHOLDER_KEY = "not-needed"  # local servers ignore the key; never fall back to OPENAI_API_KEY
 
 
@@ -72,6 +84,7 @@ class LLMConfig:
     api_key: str = ""
     effort: str | None = None  # "low" | "medium" | "high"; None: the server's default
     effort_style: str = "auto"  # one of EFFORT_STYLES
+    preset: str = ""  # the server preset (LLM_PRESETS) the settings came from, if any
     max_tokens: int | None = None
     timeout: float = 120.0  # seconds; for streams, the longest silence between chunks
     max_retries: int = 2  # openai's own retries on connection errors, 408/409/429/5xx
@@ -462,6 +475,10 @@ class LLMClient:
             kwargs["reasoning_effort"] = effort
         elif effort and style == "openrouter":
             body["reasoning"] = {**body.get("reasoning", {}), "effort": effort}
+        elif effort and style == "chat_template_kwargs":
+            kwargs["reasoning_effort"] = effort
+            template = body.get("chat_template_kwargs", {})
+            body["chat_template_kwargs"] = {**template, "reasoning_effort": effort}
         elif effort and style == "system":
             kwargs["messages"] = _with_reasoning_line(messages, effort)
         for key, value in extra.items():
@@ -474,9 +491,12 @@ class LLMClient:
         return kwargs
 
     def effort_style(self) -> str:
-        """The effort style in use, with "auto" resolved from the base URL."""
+        """The effort style in use, with "auto" resolved from the server preset, else from the
+        base URL (OpenRouter's host), else `reasoning_effort`."""
         if self.config.effort_style != "auto":
             return self.config.effort_style
+        if self.config.preset in PRESET_EFFORT_STYLES:
+            return PRESET_EFFORT_STYLES[self.config.preset]
         host = (urlsplit(self.config.base_url).hostname or "").lower()
         openrouter = host == "openrouter.ai" or host.endswith(".openrouter.ai")
         return "openrouter" if openrouter else "reasoning_effort"

@@ -18,6 +18,8 @@ import pytest
 from llm_server import DIALECTS, Reply, ScriptedLLMServer, harmony_text, think_text
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
+from ossrag.config import load_settings
+from ossrag.index import Index
 from ossrag.llm import (
     Completion,
     ContentDelta,
@@ -503,3 +505,37 @@ def test_standalone_server_runs() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("preset", "style"),
+    [
+        ("ollama", "reasoning_effort"),
+        ("vllm", "reasoning_effort"),
+        ("lmstudio", "system"),
+        ("llamacpp", "chat_template_kwargs"),
+        ("openrouter", "openrouter"),
+        ("", "reasoning_effort"),
+    ],
+)
+def test_each_preset_sends_the_effort_its_server_reads(preset: str, style: str) -> None:
+    config = LLMConfig(base_url="http://localhost:9/v1", model=MODEL, preset=preset)
+    assert LLMClient(config).effort_style() == style
+
+
+def test_llamacpp_gets_the_effort_in_the_chat_template_kwargs(server: ScriptedLLMServer) -> None:
+    client = client_for(server, effort="high", preset="llamacpp")
+    client.complete(QUESTION)
+    body = _last_body(server)
+    assert body["chat_template_kwargs"] == {"reasoning_effort": "high"}
+    assert body["reasoning_effort"] == "high"  # newer builds read the field itself
+    assert body["messages"] == QUESTION
+
+
+def test_lmstudio_gets_harmonys_reasoning_line(server: ScriptedLLMServer) -> None:
+    settings = load_settings(llm="lmstudio", base_url=server.base_url, model=MODEL, effort="high")
+    with Index(settings) as index:
+        index.llm.complete(QUESTION)
+    body = _last_body(server)
+    assert body["messages"][0] == {"role": "system", "content": "Reasoning: high"}
+    assert "reasoning_effort" not in body
