@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException
 from swagger_ui_bundle import swagger_ui_path
 
+from ossrag.agent import ToolStep
 from ossrag.budget import ContextBudgetError
 from ossrag.config import ConfigError, Effort, Mode, Settings
 from ossrag.embeddings import EmbedderError
@@ -65,13 +66,15 @@ from ossrag.structured import (
 log = logging.getLogger("ossrag.server")
 
 WEB_DIR = Path(__file__).parent / "web"
-# The RAG "models": the configured retrieval mode, or one forced.
+# The RAG "models": the configured retrieval mode, or one forced; the agent searches by itself.
 MODELS: dict[str, Mode | None] = {
     "ossrag": None,
     "ossrag-hybrid": "hybrid",
     "ossrag-dense": "dense",
     "ossrag-bm25": "bm25",
+    "ossrag-agent": None,
 }
+AGENT_MODEL = "ossrag-agent"
 WORKER_THREADS = 64  # concurrent blocking calls (each open answer stream holds one)
 GRACE_SECONDS = 30  # on shutdown, open streams get this long to finish
 MAX_JOBS = 100  # ingest jobs remembered
@@ -423,6 +426,13 @@ def _question_and_history(messages: Sequence[ChatMessage]) -> tuple[str, list[di
     return messages[last].text, history
 
 
+def _agent_events(index: Index, question: str, options: dict[str, Any]) -> Iterator[AskEvent]:
+    """The agent's answer as the events of a prose one: each tool step ("searching: …") is
+    streamed as reasoning, so chat UIs show it where they show the model's thinking."""
+    for event in index.agent_stream(question, **options):
+        yield ReasoningDelta(f"{event.summary}\n") if isinstance(event, ToolStep) else event
+
+
 class _Chat:
     """One chat completion: the pieces of an OpenAI response around an ask_stream."""
 
@@ -442,11 +452,15 @@ class _Chat:
             "effort": request.reasoning_effort,
             "history": history,
         }
-        self.events: Iterator[AskEvent] = (
-            index.ask_stream(question, **options)
-            if schema is None
-            else self._structured(index, question, schema, options)
-        )
+        self.events: Iterator[AskEvent]
+        if request.model == AGENT_MODEL:
+            if schema is not None:
+                raise ApiError(400, f"response_format: not available with {AGENT_MODEL}")
+            self.events = _agent_events(index, question, options)
+        elif schema is None:
+            self.events = index.ask_stream(question, **options)
+        else:
+            self.events = self._structured(index, question, schema, options)
         # A JSON answer is sent as the JSON alone: no footnotes, citations from its own field.
         self.footnotes = request.footnotes and schema is None
         self.json_cited: list[int] | None = None
@@ -532,6 +546,7 @@ class _Chat:
     async def stream(self, first: list[AskEvent]) -> AsyncIterator[bytes]:
         """SSE chunks shaped like OpenAI's; `first` are the events already pulled."""
         include_usage = bool((self.request.stream_options or {}).get("include_usage"))
+        sources_sent = False
         try:
             pending = list(first)
             while True:
@@ -539,6 +554,7 @@ class _Chat:
                 if event is None:
                     break
                 if isinstance(event, Retrieved):
+                    sources_sent = True
                     notice = {"notice": event.result.notice} if event.result.notice else {}
                     yield self.chunk(
                         {"role": "assistant", "content": ""},
@@ -552,7 +568,11 @@ class _Chat:
                 elif isinstance(event, Answer):
                     if self.footnotes and (notes := _footnotes(event)):
                         yield self.chunk({"content": notes})
-                    yield self.chunk({}, event.finish_reason or "stop", cited=self.cited(event))
+                    # The agent finds its passages as it goes: they are listed at the end.
+                    late = {} if sources_sent else {"sources": _sources(event.passages)}
+                    yield self.chunk(
+                        {}, event.finish_reason or "stop", cited=self.cited(event), **late
+                    )
                     if include_usage:
                         yield self.chunk(None, usage=event.usage)
             yield b"data: [DONE]\n\n"

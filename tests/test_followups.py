@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from conftest import write_docs
@@ -113,3 +114,52 @@ def test_the_structured_answer_rewrites_too(
     answer = index.ask_structured("And how do I protect it against loss?", history=history)
     assert answer.data["answer"] == "Copy the bucket [1]."
     assert answer.passages[0].heading == "Storage guide › How do I back up?"
+
+
+# --------------------------------------------------------------------------- the agent over HTTP
+
+
+def test_ossrag_agent_streams_its_tool_steps_as_reasoning_then_the_answer(
+    served: tuple[LiveServer, Index, ScriptedLLMServer],
+) -> None:
+    live, _, llm = served
+    client = openai.OpenAI(base_url=live.url + "/v1", api_key="none", max_retries=0)
+    assert "ossrag-agent" in [m.id for m in client.models.list().data]
+    search = Reply(tool_calls=[{"name": "search_docs", "arguments": {"query": "backup", "k": 2}}])
+    llm.enqueue(search, Reply(content="Copy the bucket, then snapshot etcd [1].", chunk_size=5))
+    stream = client.chat.completions.create(
+        model="ossrag-agent",
+        messages=[{"role": "user", "content": "How do I back up?"}],
+        stream=True,
+    )
+    chunks = list(stream)
+    reasoning = "".join(
+        (c.choices[0].delta.model_extra or {}).get("reasoning") or "" for c in chunks if c.choices
+    )
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert reasoning == "searching: backup → [1] [2]\n"
+    assert content.startswith("Copy the bucket, then snapshot etcd [1].\n\nSources:\n[1] guide/")
+    final = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
+    extra = final.model_extra or {}
+    assert [s["source"] for s in extra["sources"]][:1] == ["guide/storage.md"]
+    assert extra["cited"] == [1]
+    tools = llm.bodies()[-2]["tools"]
+    assert [t["function"]["name"] for t in tools] == ["search_docs", "open_source"]
+
+
+def test_ossrag_agent_refuses_a_json_schema(
+    served: tuple[LiveServer, Index, ScriptedLLMServer],
+) -> None:
+    live, _, _ = served
+    response = httpx.post(
+        live.url + "/v1/chat/completions",
+        json={
+            "model": "ossrag-agent",
+            "messages": [{"role": "user", "content": "How do I back up?"}],
+            "response_format": {"type": "json_object"},
+        },
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        "response_format: not available with ossrag-agent"
+    )

@@ -240,7 +240,7 @@ def test_serve_refuses_a_public_address_without_a_key() -> None:
 
 def test_models_lists_the_rag_models(client: openai.OpenAI) -> None:
     ids = [m.id for m in client.models.list().data]
-    assert ids[0] == "ossrag" and "ossrag-bm25" in ids
+    assert ids == ["ossrag", "ossrag-hybrid", "ossrag-dense", "ossrag-bm25", "ossrag-agent"]
 
 
 def test_stream_parsed_by_the_openai_sdk(
