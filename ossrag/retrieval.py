@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -82,7 +83,7 @@ class Retriever:
     def search(self, query: str, k: int = 5, mode: Mode = "hybrid") -> SearchResult:
         """The best k passages; neighbouring chunks of one section come back as one passage."""
         result = self.chunks(query, k * MERGE_POOL, mode)
-        return replace(result, passages=merge_neighbours(result.passages, k))
+        return replace(result, passages=merge_neighbours(result.passages, k, self.holds_nothing))
 
     def chunks(self, query: str, k: int, mode: Mode) -> SearchResult:
         """The best k chunks as stored, each its own passage (search merges and dedupes them)."""
@@ -145,7 +146,13 @@ class Retriever:
             for rank, chunk in enumerate(ranked, 1)
         ]
         first = results[0] if results else SearchResult([], mode)
-        return SearchResult(merge_neighbours(passages, k), first.mode, first.notice)
+        return SearchResult(
+            merge_neighbours(passages, k, self.holds_nothing), first.mode, first.notice
+        )
+
+    def holds_nothing(self, source: str, start_line: int, end_line: int) -> bool:
+        """Whether no stored chunk of `source` covers any of the lines (they are blank)."""
+        return not self.store.chunks_in_range(source, start_line, end_line, 1)
 
 
 def score_fusion(
@@ -162,23 +169,37 @@ def score_fusion(
     return Relative(weight)
 
 
-def merge_neighbours(passages: Sequence[Passage], k: int) -> list[Passage]:
-    """The first k passages of a ranking, each chunk that touches or overlaps a better-ranked one
-    of the same section (same file, heading and metadata) joined to it, and each chunk whose text
-    a better-ranked chunk elsewhere already holds left out.
+# Whether a file's lines start..end hold no chunk: a chunker covers every non-blank line of a
+# section, so between two chunks of one section such lines are blank.
+HoldsNothing = Callable[[str, int, int], bool]
+_HEADING_LINE = re.compile(r" {0,3}#{1,6}(\s|$)")
+_UNDERLINE = re.compile(r"\s*([=\-~^\"'`#*+.:_])\1{2,}\s*")
+
+
+def merge_neighbours(
+    passages: Sequence[Passage], k: int, holds_nothing: HoldsNothing | None = None
+) -> list[Passage]:
+    """The first k passages of a ranking, each chunk that continues a better-ranked one of the
+    same section (same file, heading and metadata) joined to it, and each chunk whose text a
+    better-ranked chunk elsewhere already holds left out.
+
+    A chunk continues another when their line ranges touch or overlap, or, given
+    `holds_nothing`, when only lines that hold no chunk (blank lines) lie between them and the
+    later one does not open a section of its own (a heading repeated further down the file).
 
     Evidence that a long section spreads over two chunks then comes back whole, in one passage
-    with the union of their line ranges and the better chunk's rank, id and score (held-out set:
-    R@1 0.729 -> 0.750, R@5 0.875 -> 0.896); the k passages cover more of the corpus. Text that
-    pages share (a FAQ answer that tutorials include, one table under four index types) is said
-    once, at its best-ranked place: 16 of the 100 dev, held-out and extra questions had such a
-    repeat in their top 10 (their recall and MRR are unchanged).
+    with the union of their line ranges (blank lines between them included) and the better
+    chunk's rank, id and score (held-out set: R@1 0.729 -> 0.750, R@5 0.875 -> 0.896); the k
+    passages cover more of the corpus. Text that pages share (a FAQ answer that tutorials
+    include, one table under four index types) is said once, at its best-ranked place: 16 of the
+    100 dev, held-out and extra questions had such a repeat in their top 10 (their recall and MRR
+    are unchanged).
     """
     groups: list[list[Passage]] = []
     said: list[str] = []  # the texts kept so far, whitespace collapsed
     for passage in passages:
         text = " ".join(passage.text.split())
-        touching = [group for group in groups if _touches(passage, group)]
+        touching = [group for group in groups if _continues(passage, group, holds_nothing)]
         if touching:  # join the best of them; a chunk that bridges two groups joins them too
             for other in touching[1:]:
                 touching[0].extend(other)
@@ -194,17 +215,35 @@ def merge_neighbours(passages: Sequence[Passage], k: int) -> list[Passage]:
     return [_joined(rank, group) for rank, group in enumerate(groups, 1)]
 
 
-def _touches(passage: Passage, group: list[Passage]) -> bool:
+def _continues(passage: Passage, group: list[Passage], holds_nothing: HoldsNothing | None) -> bool:
     head = group[0]
-    return (
-        (passage.source, passage.heading, passage.meta) == (head.source, head.heading, head.meta)
-        and passage.start_line <= max(p.end_line for p in group) + 1
-        and passage.end_line >= min(p.start_line for p in group) - 1
-    )
+    if (passage.source, passage.heading, passage.meta) != (head.source, head.heading, head.meta):
+        return False
+    start = min(p.start_line for p in group)
+    end = max(p.end_line for p in group)
+    if passage.start_line <= end + 1 and passage.end_line >= start - 1:
+        return True  # touching or overlapping
+    if holds_nothing is None:
+        return False
+    if passage.start_line > end:  # after the group, blank lines end+1 .. start-1 between
+        later, gap = passage, (end + 1, passage.start_line - 1)
+    else:
+        later = min(group, key=lambda p: p.start_line)
+        gap = (passage.end_line + 1, start - 1)
+    return not _opens_section(later.text) and holds_nothing(passage.source, *gap)
+
+
+def _opens_section(text: str) -> bool:
+    """Whether a chunk's text starts with a heading (ATX, setext or reStructuredText title)."""
+    lines = text.split("\n", 2)
+    if _HEADING_LINE.match(lines[0]):
+        return True
+    return len(lines) > 1 and bool(lines[0].strip()) and bool(_UNDERLINE.fullmatch(lines[1]))
 
 
 def _joined(rank: int, group: list[Passage]) -> Passage:
-    """One passage from neighbouring chunks: their texts in line order, overlap said once."""
+    """One passage from neighbouring chunks: their texts in line order, overlap said once, the
+    blank lines between them kept."""
     best = min(group, key=lambda p: p.rank)
     ordered = sorted(group, key=lambda p: (p.start_line, p.end_line))
     lines, end = ordered[0].text.split("\n"), ordered[0].end_line
@@ -215,7 +254,7 @@ def _joined(rank: int, group: list[Passage]) -> Passage:
         repeated = end - chunk.start_line + 1  # lines both chunks hold (overlap), if any
         if 0 < repeated < len(more) and lines[-repeated:] == more[:repeated]:
             more = more[repeated:]
-        lines += more
+        lines += [""] * -repeated + more  # -repeated blank lines lie between, if any
         end = chunk.end_line
     return replace(
         best,

@@ -15,7 +15,7 @@ from ossrag.embeddings import Embedder, MiniLMEmbedder
 from ossrag.index import Index
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("OSSRAG_SHARED") or REPO.parent / "shared")  # corpora, eval sets
 MILVUS_DOCS = SHARED / "corpus" / "milvus-docs"
 EVAL_DEV = SHARED / "eval" / "milvus-docs-dev.jsonl"
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 from itertools import pairwise
 from pathlib import Path
+
+from conftest import MILVUS_DOCS, needs_shared
 
 from ossrag.config import Settings
 from ossrag.embeddings import Embedder
 from ossrag.index import Index
 from ossrag.models import Passage
-from ossrag.retrieval import merge_neighbours
+from ossrag.retrieval import HoldsNothing, merge_neighbours
 
 
 def chunk(
@@ -98,3 +101,125 @@ def test_a_long_section_comes_back_as_one_exact_passage(
         assert passage.text == "\n".join(lines[passage.start_line - 1 : passage.end_line])
     spans = sorted((p.start_line, p.end_line) for p in passages)
     assert all(end < start for (_, end), (start, _) in pairwise(spans))  # no line twice
+
+
+def blank_lines(*spans: tuple[int, int]) -> HoldsNothing:
+    """A `holds_nothing` for guide.md whose given line spans hold no chunk."""
+    return lambda source, start, end: (
+        source == "guide.md" and any(a <= start and end <= b for a, b in spans)
+    )
+
+
+def test_chunks_of_one_section_join_across_blank_lines() -> None:
+    ranked = [
+        chunk(1, 36, 36, text="Inserted data goes to object storage."),
+        chunk(2, 40, 42, heading="Guide › Etcd", text="## Etcd\n\nMetadata."),
+        chunk(3, 38, 38, text="Metadata goes to etcd."),
+        chunk(4, 32, 34, text="## Backups\n\nTwo kinds of data."),
+        chunk(5, 50, 51),  # same section, but lines 39-49 hold chunks
+    ]
+    passages = merge_neighbours(ranked, 2, blank_lines((35, 35), (37, 37)))
+    assert [(p.rank, p.chunk_id, p.start_line, p.end_line) for p in passages] == [
+        (1, "c1", 32, 38),
+        (2, "c2", 40, 42),
+    ]
+    assert passages[0].score == 1.0
+    assert passages[0].text == (
+        "## Backups\n\nTwo kinds of data.\n\nInserted data goes to object storage.\n\n"
+        "Metadata goes to etcd."
+    )
+    # lines 39-49 hold chunks that are not in the ranking: c5 is a passage of its own
+    kept = merge_neighbours(ranked, 3, blank_lines((35, 35), (37, 37)))
+    assert [(p.chunk_id, p.start_line, p.end_line) for p in kept] == [
+        ("c1", 32, 38),
+        ("c2", 40, 42),
+        ("c5", 50, 51),
+    ]
+    # without knowing what lies between, only touching chunks join (the pure ranking)
+    alone = merge_neighbours(ranked, 5)
+    assert [(p.chunk_id, p.start_line, p.end_line) for p in alone] == [
+        ("c1", 36, 36),
+        ("c2", 40, 42),
+        ("c3", 38, 38),
+        ("c4", 32, 34),
+        ("c5", 50, 51),
+    ]
+
+
+def test_a_repeated_heading_further_down_is_not_a_continuation() -> None:
+    ranked = [
+        chunk(1, 10, 12, text="## Backups\n\nCopy the bucket."),
+        chunk(2, 16, 18, text="## Backups\n\nSnapshot etcd."),  # ATX heading opens it
+        chunk(3, 22, 23, text="Backups\n=======\nAgain."),  # setext heading opens it
+        chunk(4, 25, 25, text="More about the last one."),  # continues c3
+    ]
+    passages = merge_neighbours(ranked, 4, blank_lines((13, 15), (19, 21), (24, 24)))
+    assert [(p.chunk_id, p.start_line, p.end_line) for p in passages] == [
+        ("c1", 10, 12),
+        ("c2", 16, 18),
+        ("c3", 22, 25),
+    ]
+
+
+def test_a_section_split_at_blank_lines_comes_back_whole(
+    settings: Settings, embedder: Embedder, tmp_path: Path
+) -> None:
+    paragraphs = [
+        f"Step {n}: the backup tool copies segment {n} of the bucket to cold storage, "
+        f"checks its checksum and records segment {n} in the backup manifest."
+        for n in range(1, 9)
+    ]
+    text = (
+        "# Guide\n\n## Backups\n\n" + "\n\n".join(paragraphs) + "\n\n## Notes\n\n"
+        "## Backups\n\nA second section with the same heading path.\n"
+    )
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "guide.md").write_text(text, encoding="utf-8")
+    no_overlap = settings.model_copy(update={"chunk_tokens": 64, "chunk_overlap": 0})
+    index = Index(no_overlap, embedder=embedder)
+    try:
+        index.ingest([docs])
+        chunks = sorted(
+            (row["start_line"], row["end_line"])
+            for row in index.store.chunks_in_range("guide.md", 1, 100, 100)
+        )
+        passages = index.search("backup tool copies segments of the bucket", k=20).passages
+    finally:
+        index.close()
+    lines = text.split("\n")
+    # the section was split at the blank lines between its paragraphs ...
+    assert chunks == [(3, 5), (7, 9), (11, 13), (15, 17), (19, 19), (23, 25)]
+    joined = sorted((p.start_line, p.end_line, p.text) for p in passages)
+    assert (
+        joined
+        == [
+            (3, 19, "\n".join(lines[2:19])),  # ... and joined again, blank lines included
+            (23, 25, "\n".join(lines[22:25])),
+        ]
+    )
+
+
+@needs_shared(MILVUS_DOCS)
+def test_the_faq_answer_on_storage_comes_back_as_one_passage(
+    settings: Settings, embedder: Embedder, tmp_path: Path
+) -> None:
+    source = MILVUS_DOCS / "faq" / "product_faq.md"
+    docs = tmp_path / "faq"
+    docs.mkdir()
+    shutil.copy(source, docs)
+    index = Index(settings, embedder=embedder)
+    try:
+        index.ingest([docs])
+        passages = index.search("Where does Milvus store data?", k=5).passages
+    finally:
+        index.close()
+    lines = [line.rstrip() for line in source.read_text(encoding="utf-8").split("\n")]
+    first = passages[0]
+    assert (first.heading, first.start_line, first.end_line) == (
+        "Product FAQ › Where does Milvus store data?",
+        32,
+        38,
+    )
+    assert first.text == "\n".join(lines[31:38])
+    assert [p.heading for p in passages].count(first.heading) == 1
