@@ -6,7 +6,8 @@ import shutil
 from itertools import pairwise
 from pathlib import Path
 
-from conftest import MILVUS_DOCS, needs_shared
+import pytest
+from conftest import MILVUS_DOCS, needs_shared, write_docs
 
 from ossrag.config import Settings
 from ossrag.embeddings import Embedder
@@ -223,3 +224,58 @@ def test_the_faq_answer_on_storage_comes_back_as_one_passage(
     )
     assert first.text == "\n".join(lines[31:38])
     assert [p.heading for p in passages].count(first.heading) == 1
+
+
+@pytest.fixture(scope="module")
+def docs_store(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> str:
+    """The shared test docs ingested once; tests open it with their own settings."""
+    root = tmp_path_factory.mktemp("fusion")
+    db = str(root / "store.db")
+    index = Index(Settings(db=db), embedder=embedder)
+    try:
+        index.ingest([write_docs(root / "docs")])
+    finally:
+        index.close()
+    return db
+
+
+# the docs' sections, by the last part of their heading
+SECTIONS = {
+    "S": "Where does the engine keep data?",
+    "B": "How do I back up?",
+    "M": "Similarity metrics",
+    "F": "Filters",
+    "N": "",  # notes.txt
+}
+WEIGHTED_03 = {"fusion": "weighted", "dense_weight": 0.3}
+RRF = 61 / 2  # RRF scores scaled so that first on both routes (2/61) is 1
+
+
+@pytest.mark.parametrize(
+    ("options", "order", "scores"),
+    [
+        ({}, "SBMNF", [0.6543, 0.48, 0.4721, 0.4683, 0.4068]),
+        ({"dense_weight": 0.3}, "SMBNF", [0.5742, 0.3678, 0.18, 0.1756, 0.1526]),
+        ({"fusion": "weighted"}, "SMBNF", [0.6297, 0.4583, 0.36, 0.3513, 0.3051]),
+        ({**WEIGHTED_03}, "SMBNF", [0.5872, 0.4166, 0.18, 0.1756, 0.1526]),
+        # M is 2nd by BM25 (which lists only S and M) and 4th by dense
+        ({"fusion": "rrf"}, "SMBNF", [1.0, (1 / 62 + 1 / 64) * RRF, RRF / 62, RRF / 63, RRF / 65]),
+        ({"mode": "dense"}, "SBNMF", [0.6628, 0.3251, 0.275, 0.0434, 0.0268]),
+        ({"mode": "bm25"}, "SM", [1.1516, 0.668]),
+    ],
+)  # fmt: skip
+def test_each_fusion_setting_ranks_every_passage(
+    docs_store: str,
+    embedder: Embedder,
+    options: dict[str, object],
+    order: str,
+    scores: list[float],
+) -> None:
+    index = Index(Settings(db=docs_store, **options), embedder=embedder)
+    try:
+        passages = index.search("Where is data kept?", k=5).passages
+    finally:
+        index.close()
+    assert [p.rank for p in passages] == list(range(1, len(order) + 1))
+    assert [p.heading.split(" › ")[-1] for p in passages] == [SECTIONS[s] for s in order]
+    assert [p.score for p in passages] == pytest.approx(scores, abs=2e-4)

@@ -8,13 +8,23 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ossrag.config import Settings
 from ossrag.embeddings import Embedder
 from ossrag.index import Index
 from ossrag.models import Chunk
 from ossrag.retrieval import score_fusion
-from ossrag.search_index import BM25_B, BM25_K1, Reciprocal, Relative, SearchIndex, Weighted
+from ossrag.search_index import (
+    BM25_B,
+    BM25_K1,
+    Fusion,
+    Reciprocal,
+    Relative,
+    SearchIndex,
+    Weighted,
+)
 from ossrag.store import Store
 
 
@@ -111,6 +121,160 @@ def test_relative_fusion_gives_each_candidate_both_scores(small: SearchIndex) ->
     assert relative["a"] == pytest.approx(0.5 * (0.5 + math.atan(1.0) / math.pi))
 
 
+# Six rows whose dense order (query [1, 0]), BM25 order ("bucket backup") and every fusion's
+# order differ, with no two scores tied: a swap anywhere in a ranking changes the list.
+ORDER_ROWS = [
+    row("a", [1.0, 0.0], "alpha milvus"),
+    row("b", [0.8, 0.6], "bucket bucket backup"),
+    row("c", [0.6, 0.8], "bucket copy"),
+    row("d", [0.0, 1.0], "bucket backup store backup"),
+    row("e", [-0.6, 0.8], "store backup"),
+    row("f", [0.28, 0.96], "bucket tool tool"),
+]
+QUERY_VECTOR, QUERY_TERMS = np.array([1.0, 0.0]), "bucket backup"
+
+
+@pytest.fixture(scope="module")
+def ordered() -> SearchIndex:
+    return SearchIndex.from_rows("g1", ORDER_ROWS, dim=2)
+
+
+def ids(index: SearchIndex, ranked: list[tuple[int, float]]) -> str:
+    return "".join(index.rows.row(position)["id"] for position, _ in ranked)
+
+
+def test_dense_and_bm25_rank_every_row(ordered: SearchIndex) -> None:
+    dense = ordered.dense(QUERY_VECTOR, 6)
+    assert ids(ordered, dense) == "abcfde"
+    assert [score for _, score in dense] == pytest.approx([1.0, 0.8, 0.6, 0.28, 0.0, -0.6])
+    assert ids(ordered, ordered.bm25(QUERY_TERMS, 6)) == "bdecf"  # "a" holds no query term
+    assert ids(ordered, ordered.dense(QUERY_VECTOR, 3)) == "abc"
+    assert ids(ordered, ordered.bm25(QUERY_TERMS, 2)) == "bd"
+
+
+def reference(index: SearchIndex, fusion: Fusion, depth: int) -> dict[str, float]:
+    """Each fused row's score, computed from the two routes' lists as the fusion defines it."""
+    dense = dict(index.dense(QUERY_VECTOR, len(index)))
+    bm25 = dict(index.bm25(QUERY_TERMS, len(index)))
+    dense_top = [p for p, _ in index.dense(QUERY_VECTOR, depth)]
+    bm25_top = [p for p, _ in index.bm25(QUERY_TERMS, depth)]
+    # the query's ceiling: "bucket" is in 4 rows of 6, "backup" in 3
+    ceiling = (math.log(2.5 / 4.5 + 1) + math.log(3.5 / 3.5 + 1)) * (BM25_K1 + 1)
+    fused: dict[str, float] = {}
+    for position in {*dense_top, *bm25_top}:
+        name = index.rows.row(position)["id"]
+        if isinstance(fusion, Reciprocal):
+            fused[name] = sum(
+                1 / (fusion.k + top.index(position) + 1)
+                for top in (dense_top, bm25_top)
+                if position in top
+            )
+        elif isinstance(fusion, Weighted):
+            w = fusion.dense_weight
+            fused[name] = w * (0.5 + math.atan(dense[position]) / math.pi) * (
+                position in dense_top
+            ) + (1 - w) * 2 * math.atan(bm25.get(position, 0.0)) / math.pi * (position in bm25_top)
+        else:
+            w = fusion.dense_weight
+            fused[name] = w * (0.5 + math.atan(dense[position]) / math.pi)
+            fused[name] += (1 - w) * bm25.get(position, 0.0) / ceiling
+    return fused
+
+
+@pytest.mark.parametrize(
+    ("fusion", "depth", "order"),
+    [
+        (Relative(0.8), 6, "bacfde"),
+        (Relative(0.5), 6, "bdcafe"),
+        (Relative(0.5), 2, "bda"),  # candidates: dense a, b and BM25 b, d, each scored on both
+        (Weighted(0.6), 6, "bdcfae"),
+        (Weighted(0.3), 6, "bdcefa"),
+        (Weighted(0.6), 2, "bad"),  # a row only one route listed gets only that route's part
+        (Reciprocal(60), 6, "bdcefa"),
+        (Reciprocal(60), 3, "badce"),
+    ],
+)
+def test_each_fusion_ranks_the_whole_list(
+    ordered: SearchIndex, fusion: Fusion, depth: int, order: str
+) -> None:
+    ranked = ordered.hybrid(QUERY_VECTOR, QUERY_TERMS, 6, depth, fusion)
+    assert ids(ordered, ranked) == order
+    expected = reference(ordered, fusion, depth)
+    assert [score for _, score in ranked] == pytest.approx([expected[n] for n in order], rel=1e-5)
+    top = ordered.hybrid(QUERY_VECTOR, QUERY_TERMS, 3, depth, fusion)
+    assert ids(ordered, top) == order[:3]  # the limit cuts the same list
+
+
+VOCABULARY = ["milvus", "bucket", "backup", "store", "index", "query"]
+corpora = st.lists(
+    st.tuples(
+        st.lists(st.integers(-4, 4), min_size=3, max_size=3).filter(any),
+        st.lists(st.sampled_from(VOCABULARY), min_size=1, max_size=6),
+    ),
+    min_size=1,
+    max_size=12,
+)
+fusions = st.one_of(
+    st.builds(Relative, st.sampled_from([0.0, 0.3, 0.8, 1.0])),
+    st.builds(Weighted, st.sampled_from([0.0, 0.3, 0.6, 1.0])),
+    st.builds(Reciprocal, st.integers(1, 60)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    corpus=corpora,
+    query=st.lists(st.sampled_from(VOCABULARY), min_size=1, max_size=4),
+    fusion=fusions,
+    depth=st.integers(1, 12),
+    limit=st.integers(1, 12),
+)
+def test_fused_rankings_are_the_best_rows_by_the_fusions_arithmetic(
+    corpus: list[tuple[list[int], list[str]]],
+    query: list[str],
+    fusion: Fusion,
+    depth: int,
+    limit: int,
+) -> None:
+    rows = [
+        row(str(n), (np.array(v) / np.linalg.norm(v)).tolist(), " ".join(t))
+        for n, (v, t) in enumerate(corpus)
+    ]
+    index = SearchIndex.from_rows("g", rows, dim=3)
+    vector = np.array([1.0, 0.0, 0.0])
+    terms = " ".join(query)
+    dense, bm25 = dict(index.dense(vector, len(rows))), dict(index.bm25(terms, len(rows)))
+    dense_top = [p for p, _ in index.dense(vector, depth)]
+    bm25_top = [p for p, _ in index.bm25(terms, depth)]
+    counts = {t: query.count(t) for t in set(query)}
+    known = [t for t in counts if any(t in words for _, words in corpus)]
+    idf = {t: math.log((len(rows) - df + 0.5) / (df + 0.5) + 1) for t in known if (
+        df := sum(t in words for _, words in corpus)) is not None}  # fmt: skip
+    ceiling = sum(idf[t] * counts[t] for t in known) * (BM25_K1 + 1) or 1.0
+    expected: dict[int, float] = {}
+    for p in {*dense_top, *bm25_top}:
+        dense_part = 0.5 + math.atan(dense[p]) / math.pi
+        if isinstance(fusion, Reciprocal):
+            expected[p] = sum(
+                1 / (fusion.k + top.index(p) + 1) for top in (dense_top, bm25_top) if p in top
+            )
+        elif isinstance(fusion, Weighted):
+            bm25_part = 2 * math.atan(bm25.get(p, 0.0)) / math.pi
+            expected[p] = fusion.dense_weight * dense_part * (p in dense_top)
+            expected[p] += (1 - fusion.dense_weight) * bm25_part * (p in bm25_top)
+        else:
+            expected[p] = fusion.dense_weight * dense_part
+            expected[p] += (1 - fusion.dense_weight) * bm25.get(p, 0.0) / ceiling
+    ranked = index.hybrid(vector, terms, limit, depth, fusion)
+    assert len(ranked) == min(limit, len(expected))
+    scores = [score for _, score in ranked]
+    assert scores == sorted(scores, reverse=True)  # best first
+    for position, score in ranked:
+        assert score == pytest.approx(expected[position], rel=1e-4, abs=1e-6)
+    left_out = set(expected) - {p for p, _ in ranked}
+    assert all(expected[p] <= scores[-1] + 1e-6 for p in left_out)  # none better left out
+
+
 def test_saved_index_loads_only_for_its_generation(small: SearchIndex, tmp_path: Path) -> None:
     small.save(tmp_path / "ix")
     loaded = SearchIndex.load(tmp_path / "ix", "g1")
@@ -127,18 +291,33 @@ def test_memory_index_ranks_like_milvus(index: Index, docs: Path, embedder: Embe
     index.ingest([docs])
     store = index.store
     assert store._search_index() is not None
+    every = store.count()
 
-    def ranking(memory: bool, query: str) -> tuple[list[dict[str, Any]], list[str]]:
+    def rankings(memory: bool, query: str) -> list[list[tuple[str, float]]]:
+        """Every route's and fusion's whole list: (chunk id, score), best first."""
         store.memory_index = memory
         vector = embedder.embed_query(query)
-        hybrid = store.search_hybrid(vector, query, 3, 100, Weighted(0.6))
-        dense = store.search_dense(vector, 3)
-        return [h.entity for h in hybrid], [h.entity["id"] for h in dense]
+        searches = [
+            store.search_dense(vector, every),
+            store.search_bm25(query, every),
+            *(
+                store.search_hybrid(vector, query, every, 100, fusion)
+                for fusion in (Weighted(0.6), Weighted(0.2), Reciprocal(60), Reciprocal(5))
+            ),
+        ]
+        return [[(hit.entity["id"], hit.distance) for hit in hits] for hits in searches]
 
     for query in QUERIES:
-        (ours, our_dense), (theirs, their_dense) = ranking(True, query), ranking(False, query)
-        assert ours[0] == theirs[0], query  # same chunk, every field the same
-        assert our_dense == their_dense, query
+        ours, theirs = rankings(True, query), rankings(False, query)
+        for our_list, their_list in zip(ours, theirs, strict=True):
+            assert [chunk for chunk, _ in our_list] == [chunk for chunk, _ in their_list], query
+            assert [score for _, score in our_list] == pytest.approx(
+                [score for _, score in their_list], rel=1e-4
+            )
+        store.memory_index = True
+        hit = store.search_hybrid(embedder.embed_query(query), query, 1, 100, Weighted(0.6))[0]
+        store.memory_index = False
+        assert store.get_chunks([hit.entity["id"]]) == [hit.entity]  # every field the same
 
 
 def test_milvus_fuses_relative_searches_with_its_weighted_ranker(
