@@ -206,12 +206,12 @@ class _Searcher:
 
     def __init__(self, index: Index, mode: Mode, rewrite: bool) -> None:
         self.index, self.mode, self.rewrite = index, mode, rewrite
-        self.failures: list[str] = []
+        self.failures: dict[str, str] = {}  # question → notice (the warm-up repeats one)
 
     def __call__(self, query: str, k: int) -> list[Passage]:
         result = self.index.search(query, k, self.mode, rewrite=self.rewrite)
         if self.rewrite and result.notice.startswith(REWRITE_OFF):
-            self.failures.append(result.notice)
+            self.failures.setdefault(query, result.notice)
         return result.passages
 
 
@@ -273,10 +273,10 @@ def retrieval_reports(
                     notice = REWRITTEN if expand else f"rewrite off: {detail}"
                 searcher = _Searcher(index, settings.mode, expand)
                 report = evaluate(recipe, items, searcher, k)
-                if searcher.failures:
+                if failures := list(searcher.failures.values()):
                     notice = (
-                        f"{len(searcher.failures)} rewrites failed (those questions were searched "
-                        f"as written); the first: {searcher.failures[0]}"
+                        f"{len(failures)} of {len(items)} rewrites failed (those questions were "
+                        f"searched as written); the first: {failures[0]}"
                     )
                 report.notice = notice
             reports.append(report)

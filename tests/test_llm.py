@@ -355,7 +355,7 @@ def test_connection_refused_is_fast_and_named() -> None:
     assert "\n" not in message
     with pytest.raises(LLMError, match="OSSRAG_BASE_URL"):
         client.complete(QUESTION)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 10  # no retry, no waiting out the 120 s timeout
 
 
 def test_500_then_success_is_retried(server: ScriptedLLMServer) -> None:

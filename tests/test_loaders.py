@@ -99,8 +99,15 @@ def test_ignored_dirs_constant_covers_common_junk() -> None:
         assert name in IGNORED_DIRS
 
 
-def test_discover_is_deterministic(tree: Path) -> None:
-    assert list(discover([tree])) == list(discover([tree]))
+def test_discover_order_does_not_depend_on_creation_order(tree: Path, tmp_path: Path) -> None:
+    found = [r for r in discover([tree]) if isinstance(r, Found)]
+    again = tmp_path / "again"
+    for r in reversed(found):  # the same files, written last-first
+        write(again / r.source)
+    assert sources(list(discover([again]))) == [r.source for r in found]
+    assert sources(list(discover([again / "sub", again / "a.md"]))) == [
+        "deeper/f.md", "drafts/i.md", "e.md", "a.md"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(

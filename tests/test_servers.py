@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from conftest import write_docs
@@ -229,12 +230,30 @@ def test_server_gone_for_good_is_a_clear_error_and_rerun_completes(
 # --------------------------------------------------------------------------- Milvus standalone
 
 
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test whose server cannot run here; in CI (CI=true) fail it: there it must run."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def test_an_unavailable_server_fails_in_ci_and_skips_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"^CI: no server$"):
+        unavailable("no server")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match=r"^no server$"):
+        unavailable("no server")
+
+
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Milvus 2.3.5 from the PyPI package `milvus`, every port chosen free."""
     binary = shutil.which("milvus-server", path=str(BIN)) or shutil.which("milvus-server")
     if binary is None:
-        pytest.skip("milvus-server not installed (pip install milvus==2.3.5)")
+        unavailable("milvus-server not installed (pip install milvus==2.3.5)")
     data = tmp_path_factory.mktemp("milvus-standalone")
     names = "proxy etcd root-coord proxy-internal query-coord query-node index-coord index-node "
     ports = {name: free_port() for name in (names + "data-coord data-node").split()}
@@ -253,7 +272,7 @@ def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 time.sleep(1)
     except (RuntimeError, StoreError) as exc:
         server.stop()
-        pytest.skip(f"Milvus standalone did not start: {' '.join(str(exc).split())[:300]}")
+        unavailable(f"Milvus standalone did not start: {' '.join(str(exc).split())[:300]}")
     yield server
     server.stop()
 
