@@ -1,4 +1,8 @@
-"""Shared fixtures: real Milvus Lite stores in temp dirs, the real embedder, a scripted LLM."""
+"""Shared fixtures: real Milvus Lite stores in temp dirs, the real MiniLM embedder, a scripted LLM.
+
+(Agent, budget, chat, compare and structured-answer tests embed with the scripted server's hashed
+embeddings, `openai:hashed`: they test orchestration, not ranking.)
+"""
 
 from __future__ import annotations
 
