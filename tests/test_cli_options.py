@@ -1,0 +1,207 @@
+"""CLI options no other test reaches, each through the real command: real store, scripted LLM."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import write_docs
+from llm_server import Reply, ScriptedLLMServer
+from typer.testing import CliRunner
+
+from ossrag.cli import app
+from ossrag.rewrite import EXPAND_PROMPT
+
+runner = CliRunner()
+MODEL = "gpt-oss-20b"
+
+
+def respond(body: dict[str, object]) -> Reply:
+    """Rewrite requests get English queries; every other request gets an answer."""
+    messages = body["messages"]
+    assert isinstance(messages, list)
+    if messages[0]["content"] == EXPAND_PROMPT:
+        return Reply(content="backup tool snapshot etcd")
+    return Reply(content="Snapshot etcd [1].")
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[ScriptedLLMServer]:
+    with ScriptedLLMServer(Reply(respond=respond), model=MODEL) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, llm: ScriptedLLMServer) -> dict[str, str]:
+    """The test docs ingested once; the environment that points the CLI at them and the LLM."""
+    tmp = tmp_path_factory.mktemp("cli-options")
+    env = {
+        "OSSRAG_DB": str(tmp / "store.db"),
+        "OSSRAG_CONFIG": str(tmp / "none.toml"),
+        "OSSRAG_BASE_URL": llm.base_url,
+        "OSSRAG_MODEL": MODEL,
+        "COLUMNS": "250",  # rich tables on one line each
+    }
+    result = runner.invoke(app, ["ingest", str(write_docs(tmp / "docs")), "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    return env
+
+
+def cli(args: list[str], env: dict[str, str], code: int = 0) -> str:
+    result = runner.invoke(app, args, env=env)
+    assert result.exit_code == code, result.stdout + result.stderr
+    return result.stdout
+
+
+def sources(env: dict[str, str], collection: str | None = None) -> list[str]:
+    """The stored files' sources, read back through `search` (every chunk)."""
+    args = ["search", "docs", "-k", "20", "--mode", "dense", "--json"]
+    results = json.loads(cli(args + (["--collection", collection] if collection else []), env))
+    return sorted({r["source"] for r in results["results"]})
+
+
+def test_ingest_include_exclude_and_keep_missing(tmp_path: Path) -> None:
+    docs = write_docs(tmp_path / "docs")
+    env = {"OSSRAG_DB": str(tmp_path / "a.db"), "OSSRAG_CONFIG": str(tmp_path / "none.toml")}
+    report = json.loads(cli(["ingest", str(docs), "--include", "*.md", "--json"], env))
+    assert (report["files_added"], report["chunks_embedded"]) == (2, 4)
+    assert sources(env) == ["guide/search.md", "guide/storage.md"]
+
+    env["OSSRAG_DB"] = str(tmp_path / "b.db")
+    args = ["ingest", str(docs), "--exclude", "guide/*", "--exclude", "*.rst", "--json"]
+    assert json.loads(cli(args, env))["files_added"] == 1
+    assert sources(env) == ["notes.txt"]
+
+    env["OSSRAG_DB"] = str(tmp_path / "c.db")
+    cli(["ingest", str(docs), "--json"], env)
+    (docs / "notes.txt").unlink()
+    kept = json.loads(cli(["ingest", str(docs), "--keep-missing", "--json"], env))
+    assert (kept["files_unchanged"], kept["files_removed"], kept["chunks_deleted"]) == (2, 0, 0)
+    assert sources(env) == ["guide/search.md", "guide/storage.md", "notes.txt"]
+    pruned = json.loads(cli(["ingest", str(docs), "--json"], env))
+    assert (pruned["files_unchanged"], pruned["files_removed"], pruned["chunks_deleted"]) == (
+        2,
+        1,
+        1,
+    )
+    assert sources(env) == ["guide/search.md", "guide/storage.md"]
+
+
+def test_collection_flag_keeps_stores_apart(store: dict[str, str], tmp_path: Path) -> None:
+    other = write_docs(tmp_path / "other", {"zebra.md": "# Zebras\n\nZebras guard the vault.\n"})
+    cli(["ingest", str(other), "--collection", "zoo", "--json"], store)
+    assert sources(store, "zoo") == ["zebra.md"]
+    assert sources(store) == ["guide/search.md", "guide/storage.md", "notes.txt"]
+    status = json.loads(cli(["status", "--json", "--collection", "zoo"], store))
+    assert (status["collection"], status["files"], status["chunks"]) == ("zoo", 1, 1)
+    empty = json.loads(cli(["search", "zebras", "--collection", "nothing", "--json"], store))
+    assert empty["results"] == [] and "the store is empty" in empty["notice"]
+
+
+def test_search_rewrite_fuses_the_llms_queries(
+    store: dict[str, str], llm: ScriptedLLMServer
+) -> None:
+    args = ["search", "zzqx qqxz", "--mode", "bm25", "-k", "2", "--json"]
+    assert json.loads(cli(args, store))["results"] == []  # no word of it is in the docs
+    calls = len(llm.bodies())
+    rewritten = json.loads(cli([*args, "--rewrite", "--api-key", "sk-flag"], store))
+    (body,) = llm.bodies()[calls:]
+    assert body["messages"][0]["content"] == EXPAND_PROMPT
+    assert body["messages"][1]["content"] == "zzqx qqxz"
+    assert llm.requests[-1].headers["authorization"] == "Bearer sk-flag"
+    assert [(r["rank"], r["heading"]) for r in rewritten["results"]] == [
+        (1, "Storage guide › How do I back up?"),
+        (2, "Storage guide › Where does the engine keep data?"),  # "etcd"
+    ]
+
+
+def test_the_llm_key_comes_from_the_flag_then_ossrag_then_openai(
+    store: dict[str, str], llm: ScriptedLLMServer
+) -> None:
+    def key(args: list[str], **env: str) -> str:
+        status = json.loads(cli(["status", "--json", *args], {**store, **env}))
+        assert status["llm"]["ok"] is True
+        return llm.requests[-1].headers.get("authorization", "")
+
+    assert key([]) == "Bearer not-needed"  # local servers ignore the key, the SDK wants one
+    assert key([], OPENAI_API_KEY="sk-openai") == "Bearer sk-openai"
+    assert key([], OPENAI_API_KEY="sk-openai", OSSRAG_API_KEY="sk-ossrag") == "Bearer sk-ossrag"
+    flag = key(["--api-key", "sk-flag"], OPENAI_API_KEY="sk-openai", OSSRAG_API_KEY="sk-ossrag")
+    assert flag == "Bearer sk-flag"
+
+
+def test_llm_preset_flag_fills_what_was_not_given(store: dict[str, str]) -> None:
+    env = {k: v for k, v in store.items() if k not in ("OSSRAG_BASE_URL", "OSSRAG_MODEL")}
+    preset = json.loads(cli(["status", "--json", "--llm", "lmstudio"], env))["llm"]
+    assert (preset["base_url"], preset["model"]) == (
+        "http://localhost:1234/v1",
+        "openai/gpt-oss-20b",
+    )
+    assert preset["ok"] is False  # nothing listens there
+    args = ["status", "--json", "--llm", "lmstudio", "--model", "mine"]
+    own = json.loads(cli(args, env))["llm"]
+    assert (own["base_url"], own["model"]) == ("http://localhost:1234/v1", "mine")
+    assert "unknown llm preset 'nope'" in runner.invoke(app, ["status", "--llm", "nope"]).stderr
+
+
+def test_context_window_and_answer_tokens_decide_how_many_passages_go(
+    store: dict[str, str], llm: ScriptedLLMServer
+) -> None:
+    def passages_sent(*budget: str) -> tuple[int, int]:
+        args = ["ask", "How do I back up the bucket?", "-k", "5", "--json", *budget]
+        answer = json.loads(cli(args, store))
+        prompt = llm.bodies()[-1]["messages"][-1]["content"]
+        return len(answer["citations"]), len(re.findall(r"^\[\d+\] ", prompt, re.M))
+
+    assert passages_sent("--context-window", "8192", "--answer-tokens", "1024") == (5, 5)
+    assert passages_sent("--context-window", "1024", "--answer-tokens", "640") == (3, 3)
+    refused = runner.invoke(
+        app, ["ask", "backup?", "--context-window", "1024", "--answer-tokens", "1000"], env=store
+    )
+    assert refused.exit_code == 1 and "--answer-tokens" in refused.stderr
+
+
+def test_status_prints_a_table(store: dict[str, str], llm: ScriptedLLMServer) -> None:
+    lines = [line.rstrip() for line in cli(["status"], store).splitlines()]
+    assert lines[:4] == [
+        f" store     {store['OSSRAG_DB']} (collection ossrag)",
+        " content   3 files, 5 chunks",
+        " embedder  minilm (384-d)",
+        f" llm       {MODEL} at {llm.base_url} — answering",
+    ]
+    assert len(lines) == 5 and lines[4].startswith("           ")
+
+
+def test_eval_retrieval_prints_a_table(
+    store: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    items = [
+        {"id": "a", "question": "Where are vectors kept?", "evidence": ["object storage"]},
+        {"id": "b", "question": "How many query nodes?", "evidence": ["three query nodes"]},
+        {"id": "c", "question": "Quanti nodi?", "lang": "it", "evidence": ["not in the docs"]},
+    ]
+    question_set = tmp_path / "set.jsonl"
+    question_set.write_text("".join(json.dumps(item) + "\n" for item in items))
+    corpus = write_docs(tmp_path / "corpus")
+    out = cli(["eval", "retrieval", str(question_set), "--corpus", str(corpus)], store)
+    rows = [line.strip() for line in out.splitlines() if line.strip()]
+    assert rows[0] == "retrieval on set.jsonl (n=3)"
+    body = [re.sub(r"[│┃]", "|", row) for row in rows if "|" in row or "│" in row or "┃" in row]
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in body]
+    assert cells[:8] == [
+        ["metric", "ossrag"],
+        ["recall@1", "0.667"],
+        ["recall@3", "0.667"],
+        ["recall@5", "0.667"],
+        ["recall@10", "0.667"],
+        ["mrr@10", "0.667"],
+        ["en recall@5", "1.000"],
+        ["en mrr@10", "1.000"],
+    ]
+    assert cells[8:10] == [["it recall@5", "0.000"], ["it mrr@10", "0.000"]]
+    assert [cell[0] for cell in cells[10:]] == ["latency p50 ms", "latency p95 ms"]
+    assert all(re.fullmatch(r"\d+\.\d", cell[1]) for cell in cells[10:])
