@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import write_docs
 from llm_server import Reply, ScriptedLLMServer
@@ -205,3 +213,99 @@ def test_eval_retrieval_prints_a_table(
     assert cells[8:10] == [["it recall@5", "0.000"], ["it mrr@10", "0.000"]]
     assert [cell[0] for cell in cells[10:]] == ["latency p50 ms", "latency p95 ms"]
     assert all(re.fullmatch(r"\d+\.\d", cell[1]) for cell in cells[10:])
+
+
+def test_top_k_comes_from_the_flag_then_the_environment_then_ossrag_toml(
+    store: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ossrag.toml").write_text('top_k = 4\nmode = "dense"\n')
+    env: dict[str, str | None] = {**store, "OSSRAG_CONFIG": None}  # ./ossrag.toml is found
+
+    def results(*args: str, **extra: str) -> tuple[int, str]:
+        result = runner.invoke(app, ["search", "backup", "--json", *args], env={**env, **extra})
+        assert result.exit_code == 0, result.stderr
+        payload = json.loads(result.stdout)
+        return len(payload["results"]), payload["mode"]
+
+    assert results() == (4, "dense")
+    assert results(OSSRAG_TOP_K="3") == (3, "dense")
+    assert results("-k", "2", OSSRAG_TOP_K="3") == (2, "dense")
+    assert results("--mode", "bm25", OSSRAG_MODE="hybrid") == (1, "bm25")  # one chunk says it
+    (tmp_path / "ossrag.toml").write_text("top_k = [\n")
+    broken = runner.invoke(app, ["search", "backup"], env=env)
+    assert broken.exit_code == 1
+    assert broken.stderr.startswith("error: cannot read config file ossrag.toml")
+    assert len(broken.stderr.strip().splitlines()) == 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serving(env: dict[str, str], *args: str) -> Iterator[str]:
+    """`ossrag serve` in its own process on a free loopback port; its base URL once healthy."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ossrag", "serve", "--port", str(port), *args],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"serve exited {proc.returncode}: {proc.stderr.read()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("serve did not answer /healthz within 120 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_without_keys_on_loopback(store: dict[str, str]) -> None:
+    with serving(store) as url:
+        models = httpx.get(url + "/v1/models", timeout=30)
+        hits = httpx.post(url + "/v1/search", json={"query": "back up the bucket"}, timeout=30)
+    assert models.status_code == 200 and models.json()["data"][0]["id"] == "ossrag"
+    assert hits.status_code == 200, hits.text
+    assert hits.json()["results"][0]["heading"] == "Storage guide › How do I back up?"
+
+
+def test_serve_with_keys_from_a_file_and_cors(store: dict[str, str], tmp_path: Path) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# one key a line\nkey-one\n\n  key-two  \n")
+    origin = "https://app.example"
+    args = ["--api-keys-file", str(keys), "--cors-origin", origin]
+    with serving(store, *args) as url:
+
+        def models(key: str | None) -> int:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            return httpx.get(url + "/v1/models", headers=headers, timeout=30).status_code
+
+        def preflight(from_origin: str) -> str | None:
+            headers = {"Origin": from_origin, "Access-Control-Request-Method": "POST"}
+            response = httpx.options(url + "/v1/search", headers=headers, timeout=30)
+            return response.headers.get("access-control-allow-origin")
+
+        statuses = [models(key) for key in (None, "key-one", "key-two", "# one key a line")]
+        allowed, refused = preflight(origin), preflight("https://evil.example")
+    assert statuses == [401, 200, 200, 401]
+    assert (allowed, refused) == (origin, None)
