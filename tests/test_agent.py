@@ -290,3 +290,31 @@ def test_tool_results_are_cut_to_the_context_window(
     assert "[1]" in tool and "[2]" not in tool
     assert "tools" not in server.bodies()[-1]
     assert "context window filled up" in result.notice
+
+
+def test_agent_limits_are_settings(
+    index: Index, server: ScriptedLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def searching_forever(body: dict[str, Any]) -> Reply:
+        if "tools" in body:
+            n = len(tool_messages(body))
+            return Reply(tool_calls=[{"name": "search_docs", "arguments": {"query": f"q{n}"}}])
+        return Reply(content="Best effort [1].")
+
+    saved = index.settings
+    same = ("db", "base_url", "model", "api_key", "context_window", "answer_tokens")
+    same += ("embedder", "embed_base_url")
+    try:
+        monkeypatch.setenv("OSSRAG_AGENT_MAX_CALLS", "3")
+        index.settings = load_settings(**{name: getattr(saved, name) for name in same})
+        server.enqueue(*[Reply(respond=searching_forever)] * 4)
+        result = final(run(index))
+        assert len(server.bodies()) == 4  # three searches, then the answer without tools
+        assert "limit of 3 tool calls" in result.notice
+        monkeypatch.setenv("OSSRAG_AGENT_TIMEOUT", "1e-9")
+        index.settings = load_settings(**{name: getattr(saved, name) for name in same})
+        server.enqueue(Reply(content="Quick answer."))
+        assert "ran out of time" in final(run(index)).notice
+        assert len(server.bodies()) == 5 and "tools" not in server.bodies()[-1]
+    finally:
+        index.settings = saved

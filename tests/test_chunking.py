@@ -7,12 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import SHARED
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ossrag.chunking import MIN_MAX_TOKENS, chunk_document, chunk_id
 from ossrag.loaders import Found, discover, load
 from ossrag.models import Chunk, Document
 
-CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+CORPORA = SHARED / "corpus"
 MILVUS = CORPORA / "milvus-docs"
 FASTAPI = CORPORA / "fastapi-docs"
 
@@ -543,3 +546,67 @@ def test_corpus_fence_lines_pair_up() -> None:
             first = c.text.split("\n")[0]
             n_split += is_fence(first) and not lines[c.start_line - 1].endswith(first)
     assert n_split > 0  # some code blocks were too long and got reopened fences
+
+
+# --------------------------------------------------------------------------- any document
+
+WORD = st.sampled_from(
+    "milvus stores vectors in segments. Data flows. index query node etcd".split()
+)
+BLOCKS = st.one_of(
+    st.tuples(st.just("heading"), st.integers(1, 4), st.lists(WORD, min_size=1, max_size=4)),
+    st.tuples(st.just("text"), st.integers(1, 3), st.lists(WORD, min_size=1, max_size=80)),
+    st.tuples(st.just("item"), st.integers(1, 4), st.lists(WORD, min_size=1, max_size=20)),
+    st.tuples(st.just("code"), st.integers(1, 30), st.lists(WORD, min_size=1, max_size=6)),
+    st.tuples(st.just("blank"), st.integers(1, 3), st.just([])),
+)
+
+
+def markdown(blocks: list[tuple[str, int, list[str]]]) -> str:
+    """A markdown document from (kind, size, words) blocks, blank lines between them."""
+    parts = []
+    for kind, size, ws in blocks:
+        if kind == "heading":
+            parts.append("#" * size + " " + " ".join(ws))
+        elif kind == "text":  # `size` lines of one paragraph
+            step = max(1, len(ws) // size)
+            parts.append("\n".join(" ".join(ws[i : i + step]) for i in range(0, len(ws), step)))
+        elif kind == "item":
+            parts.append("\n".join(f"- {w} {' '.join(ws)}" for w in ws[:size]))
+        elif kind == "code":
+            parts.append("```\n" + "\n".join(" ".join(ws) for _ in range(size)) + "\n```")
+        else:
+            parts.append("\n" * (size - 1))
+    return "\n\n".join(parts) + "\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    blocks=st.lists(BLOCKS, min_size=1, max_size=14),
+    max_tokens=st.integers(MIN_MAX_TOKENS, 120),
+    overlap=st.integers(0, 40),
+)
+def test_any_markdown_is_chunked_into_exact_line_ranges_under_its_headings(
+    blocks: list[tuple[str, int, list[str]]], max_tokens: int, overlap: int
+) -> None:
+    doc = make_doc(markdown(blocks))
+    chunks = chunk_document(doc, max_tokens=max_tokens, count_tokens=words, overlap_tokens=overlap)
+    check_chunks(doc, chunks, max_tokens, words)
+    lines = doc.text.split("\n")
+    path: list[tuple[int, str]] = []  # the heading stack above each line
+    in_code, paths = False, {}
+    for n, line in enumerate(lines, 1):
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and (m := re.match(r"(#+) (.*)", line)):
+            path = [*[p for p in path if p[0] < len(m.group(1))], (len(m.group(1)), m.group(2))]
+            continue
+        paths[n] = tuple(title for _, title in path)
+    covered = {n for c in chunks for n in range(c.start_line, c.end_line + 1)}
+    body = {n for n in paths if lines[n - 1].strip()}
+    assert body <= covered  # every line of text is in a chunk
+    for c in chunks:  # ... under the headings above it (outer ones dropped if too long)
+        full = paths[c.end_line]
+        assert c.heading_path == full[len(full) - len(c.heading_path) :], c
+    ordered = [(c.start_line, c.end_line) for c in chunks]
+    assert ordered == sorted(ordered)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from llm_server import Reply, ScriptedLLMServer
 
-from ossrag.config import Settings
+from ossrag.config import Settings, load_settings
 from ossrag.embeddings import Embedder
 from ossrag.index import Index
 from ossrag.llm import LLMClient, LLMConfig
@@ -108,3 +108,26 @@ def test_ask_rewrites_only_questions_in_another_language(
     assert italian[0] == EXPAND_PROMPT and len(italian) == 2
     assert answer.passages[0].source == "guide/storage.md"
     assert off == 1
+
+
+def test_rewrite_all_rewrites_english_questions_too(
+    rewriting: tuple[Index, ScriptedLLMServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index, server = rewriting
+    monkeypatch.setenv("OSSRAG_REWRITE", "all")
+    s = index.settings
+    index.settings = load_settings(db=s.db, base_url=s.base_url, model=s.model)
+    assert index.settings.rewrite == "all"
+    answer = index.ask("Where is the data kept?")
+    first, second = server.bodies()
+    assert first["messages"] == [
+        {"role": "system", "content": EXPAND_PROMPT},
+        {"role": "user", "content": "Where is the data kept?"},
+    ]
+    assert second["messages"][0]["content"] != EXPAND_PROMPT  # then the answer
+    assert answer.text == "In object storage [1]."
+    # the question and the LLM's queries ("object storage MinIO", "object storage") fused
+    assert [p.heading for p in answer.passages[:2]] == [
+        "Storage guide › Where does the engine keep data?",
+        "Storage guide › How do I back up?",
+    ]
