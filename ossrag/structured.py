@@ -122,7 +122,9 @@ def citation_numbers(data: dict[str, Any]) -> list[int]:
     """The passage numbers in an answer's `citations`, wherever its schema has them (a client's
     may not)."""
     cited = data.get("citations")
-    return [n for n in cited if isinstance(n, int)] if isinstance(cited, list) else []
+    if not isinstance(cited, list):
+        return []
+    return [n for n in cited if isinstance(n, int) and not isinstance(n, bool)]  # true is not 1
 
 
 @dataclass

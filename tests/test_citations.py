@@ -1,0 +1,73 @@
+"""Citation numbering: which passages an answer cites, in order of first use (pure, fast)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ossrag.models import Passage
+from ossrag.rag import Answer
+from ossrag.structured import citation_numbers, validate
+
+
+def passage(n: int) -> Passage:
+    return Passage(
+        rank=n, score=1.0, chunk_id=f"c{n}", source="a.md", heading="A",
+        start_line=n, end_line=n, text=f"text {n}",
+    )  # fmt: skip
+
+
+def cited(text: str, passages: int = 3) -> list[int]:
+    return Answer("q", text, "", [passage(n) for n in range(1, passages + 1)]).cited
+
+
+@pytest.mark.parametrize(
+    ("text", "numbers"),
+    [
+        ("Plain.", []),
+        ("See [2], then [1] and [2] again.", [2, 1]),  # first use decides the order
+        ("[3][1]", [3, 1]),
+        ("[0] and [4] do not exist; [3] does.", [3]),  # 1..3 only
+        ("[1000] is not a citation, nor [ 1 ] nor [x]; [001] is passage 1.", [1]),
+        ("[1] [2] [3]", [1, 2, 3]),
+    ],
+)
+def test_answers_cite_existing_passages_in_order_of_first_use(
+    text: str, numbers: list[int]
+) -> None:
+    assert cited(text) == numbers
+
+
+def test_without_passages_nothing_is_cited() -> None:
+    assert cited("[1]", passages=0) == []
+    assert Answer("q", "[1] [2]", "", [passage(1)]).to_dict()["citations"][0]["cited"] is True
+
+
+def test_structured_citations_are_the_integers_of_its_list() -> None:
+    assert citation_numbers({"citations": [2, "3", 1.0, None, 1, True]}) == [2, 1]
+    assert citation_numbers({"citations": "1"}) == []
+    assert citation_numbers({}) == []
+
+
+@pytest.mark.parametrize(
+    ("citations", "passages", "error"),
+    [
+        ([1, 2], 2, None),
+        ([], 0, None),
+        ([0], 2, "citations [0] do not exist: cite only passages 1 to 2"),
+        ([3, 1], 2, "citations [3] do not exist: cite only passages 1 to 2"),
+        ([1], 0, "citations [1] do not exist: there are no passages, cite none"),
+    ],
+)
+def test_structured_citations_must_exist(
+    citations: list[int], passages: int, error: str | None
+) -> None:
+    schema = {"type": "object", "properties": {"citations": {"type": "array"}}}
+    text = json.dumps({"answer": "x", "citations": citations})
+    if error is None:
+        assert validate(text, schema, passages) == {"answer": "x", "citations": citations}
+    else:
+        with pytest.raises(ValueError) as raised:
+            validate(text, schema, passages)
+        assert str(raised.value) == error
