@@ -17,6 +17,16 @@ from ossrag.retrieval import SearchResult
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 
 
+def cited_numbers(text: str, passages: int) -> list[int]:
+    """The [n] citations in `text` of passages 1..`passages`, in order of first use."""
+    numbers: list[int] = []
+    for match in _CITATION.finditer(text):
+        n = int(match.group(1))
+        if 1 <= n <= passages and n not in numbers:
+            numbers.append(n)
+    return numbers
+
+
 @dataclass(frozen=True)
 class Rewritten:
     """A follow-up was rewritten into this standalone question before retrieval."""
@@ -48,12 +58,7 @@ class Answer:
     @property
     def cited(self) -> list[int]:
         """Passage numbers cited in the answer that exist, in order of first use."""
-        numbers: list[int] = []
-        for match in _CITATION.finditer(self.text):
-            n = int(match.group(1))
-            if 1 <= n <= len(self.passages) and n not in numbers:
-                numbers.append(n)
-        return numbers
+        return cited_numbers(self.text, len(self.passages))
 
     def to_dict(self) -> dict[str, Any]:
         cited = set(self.cited)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from llm_server import Reply, ScriptedLLMServer
 
 from ossrag.config import Settings, load_settings
@@ -24,6 +25,22 @@ MILVUS_DOCS = SHARED / "corpus" / "milvus-docs"
 EVAL_DEV = SHARED / "eval" / "milvus-docs-dev.jsonl"
 
 logging.getLogger("pymilvus").setLevel(logging.ERROR)
+# Property tests: 100 examples each; the mutation run (benchmarks/mutation.py) runs them
+# once per mutant, with fewer.
+hypothesis_settings.register_profile("default", deadline=None, max_examples=100)
+hypothesis_settings.register_profile("mutation", deadline=None, max_examples=20)
+hypothesis_settings.load_profile("default")
+
+
+STORE_FIXTURES = {"embedder", "index", "settings", "docs_store", "served", "store", "llm"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests that load the model, open a store or start a server: `-m "not store"` leaves
+    the fast, pure ones (the mutation run uses them)."""
+    for item in items:
+        if STORE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.store)
 
 
 def needs_shared(path: Path) -> pytest.MarkDecorator:

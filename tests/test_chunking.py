@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SHARED
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ossrag.chunking import MIN_MAX_TOKENS, chunk_document, chunk_id
@@ -580,7 +580,6 @@ def markdown(blocks: list[tuple[str, int, list[str]]]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-@settings(max_examples=200, deadline=None)
 @given(
     blocks=st.lists(BLOCKS, min_size=1, max_size=14),
     max_tokens=st.integers(MIN_MAX_TOKENS, 120),

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ossrag.config import Settings
@@ -221,7 +221,6 @@ fusions = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None)
 @given(
     corpus=corpora,
     query=st.lists(st.sampled_from(VOCABULARY), min_size=1, max_size=4),
