@@ -238,7 +238,7 @@ def _opens_section(text: str) -> bool:
     lines = text.split("\n", 2)
     if _HEADING_LINE.match(lines[0]):
         return True
-    return len(lines) > 1 and bool(lines[0].strip()) and bool(_UNDERLINE.fullmatch(lines[1]))
+    return len(lines) > 1 and bool(_UNDERLINE.fullmatch(lines[1]))
 
 
 def _joined(rank: int, group: list[Passage]) -> Passage:

@@ -28,7 +28,7 @@ logging.getLogger("pymilvus").setLevel(logging.ERROR)
 # Property tests: 100 examples each; the mutation run (benchmarks/mutation.py) runs them
 # once per mutant, with fewer.
 hypothesis_settings.register_profile("default", deadline=None, max_examples=100)
-hypothesis_settings.register_profile("mutation", deadline=None, max_examples=20)
+hypothesis_settings.register_profile("mutation", deadline=None, max_examples=40)
 hypothesis_settings.load_profile("default")
 
 

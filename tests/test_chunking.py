@@ -171,6 +171,16 @@ def test_front_matter_stripped_with_original_line_numbers() -> None:
     (c,) = chunk("---\nnot front matter\n")
     assert c.text.startswith("---")
 
+    # YAML may close with '...', the fences may carry trailing spaces, and may be empty
+    for text, start in [
+        ("---\ntitle: x\n...\nBody.\n", 4),
+        ("--- \ntitle: x\n---  \nBody.\n", 4),
+        ("---\n---\nBody.\n", 3),
+        ("+++\nt = 1\n...\n+++\nBody.\n", 5),  # TOML closes with '+++' only
+    ]:
+        (c,) = chunk(text)
+        assert (c.text, c.start_line, c.end_line) == ("Body.", start, start), text
+
 
 def test_heading_paths_and_cleaning() -> None:
     text = "\n".join(
@@ -403,9 +413,22 @@ def test_overlap_never_more_than_half_the_budget() -> None:
 
 
 def test_long_heading_path_is_shortened_to_fit() -> None:
-    text = "# " + "very " * 30 + "long\n\n## Sub\n\n" + "word " * 200 + "\n"
-    chunks = chunk(text, max_tokens=64)
-    assert chunks and all(words(c.heading) <= 16 for c in chunks)
+    body = "word " * 200 + "\n"  # too long for one chunk: the path must leave room
+    # a quarter of 64 is 16 words: the outer level goes first
+    chunks = chunk("# " + "very " * 30 + "long\n\n## Sub\n\n" + body, max_tokens=64)
+    assert len(chunks) > 1 and {c.heading_path for c in chunks} == {("Sub",)}
+    # a title too long alone keeps its first words, halved until they fit
+    title = " ".join(f"w{n}" for n in range(40))
+    chunks = chunk(f"# Guide\n\n## {title}\n\n" + body, max_tokens=64)
+    assert {c.heading_path for c in chunks} == {tuple([" ".join(f"w{n}" for n in range(10))])}
+    chunks = chunk("# Guide\n\n## " + title[:47] + "\n\n" + body, max_tokens=64)
+    assert {c.heading_path for c in chunks} == {(title[:47],)}  # 16 words: fits as it is
+    # one word longer than the cap in characters is cut to half the cap
+    chunks = chunk("# " + "x" * 100 + "\n\n" + "ab " * 60 + "\n", max_tokens=64, count=len)
+    assert {c.heading_path for c in chunks} == {("x" * 8,)}
+    # a path that fits is kept whole, even when the section is split
+    chunks = chunk("# Guide\n\n## Sub\n\n" + body, max_tokens=64)
+    assert len(chunks) > 1 and {c.heading_path for c in chunks} == {("Guide", "Sub")}
 
 
 def test_max_tokens_validation() -> None:

@@ -1,4 +1,4 @@
-"""Citation numbering: which passages an answer cites, in order of first use (pure, fast)."""
+"""Citation numbering and structured answers' validation (pure, fast)."""
 
 from __future__ import annotations
 
@@ -71,3 +71,39 @@ def test_structured_citations_must_exist(
         with pytest.raises(ValueError) as raised:
             validate(text, schema, passages)
         assert str(raised.value) == error
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"citations": {"type": "array", "items": {"type": "integer"}}},
+}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"citations": [1]}',
+        '  ```json\n{"citations": [1]}\n```  ',
+        '```\n{"citations": [1]}\n```',
+    ],
+)
+def test_a_structured_reply_may_come_fenced(text: str) -> None:
+    assert validate(text, SCHEMA, 1) == {"citations": [1]}
+
+
+@pytest.mark.parametrize(
+    ("text", "schema", "error"),
+    [
+        ("nope", SCHEMA, "the reply is not valid JSON (Expecting value: line 1 column 1 (char 0))"),
+        ('{"citations": "1"}', SCHEMA, "citations: '1' is not of type 'array'"),
+        ('{"citations": [1, "2"]}', SCHEMA, "citations/1: '2' is not of type 'integer'"),
+        ("[1]", SCHEMA, "the object: [1] is not of type 'object'"),
+        ("[1]", {}, "the reply must be one JSON object"),
+    ],
+)
+def test_a_bad_structured_reply_gets_a_reason_the_model_can_act_on(
+    text: str, schema: dict[str, object], error: str
+) -> None:
+    with pytest.raises(ValueError) as raised:
+        validate(text, schema, 2)
+    assert str(raised.value) == error

@@ -128,6 +128,32 @@ def test_splitter_plain_text_and_edge_cases() -> None:
     assert splitter.saw_markup
 
 
+@pytest.mark.parametrize(
+    ("text", "split"),
+    [
+        ("plan</think>Answer <think>more</think> done", ("planmore", "Answer  done")),
+        ("x<|channel|>final<|message|>y</think>z", ("", "xyz")),  # harmony: no think prefill
+        ("<|start|>assistant<|message|>Hi", ("", "Hi")),  # no channel: the final answer
+        ("<|channel|>analysis<|message|>r<|end|><|start|>assistant<|message|>a", ("r", "a")),
+        ("<|channel|>final<|message|>Hello <|foo|>world", ("", "Hello world")),  # token dropped
+        ("<|channel|>final<|message|>A<|end|> between <|start|>", ("", "A")),
+    ],
+)
+def test_splitter_markup_corners(text: str, split: tuple[str, str]) -> None:
+    assert split_reasoning(text) == split
+
+
+def test_splitter_holds_back_only_a_possible_marker() -> None:
+    splitter = ReasoningSplitter()
+    assert (splitter.feed("plain"), splitter.saw_markup) == (("", "plain"), False)
+    splitter = ReasoningSplitter()
+    assert splitter.feed("A<|") == ("", "A")
+    assert (splitter.feed("end|>"), splitter.flush()) == (("", ""), ("", ""))
+    splitter = ReasoningSplitter()
+    assert splitter.feed("<think>x <") == ("x ", "")
+    assert splitter.flush() == ("<", "")  # not a marker after all: reasoning text
+
+
 # --------------------------------------------------------------------------- dialects
 
 

@@ -44,6 +44,27 @@ def test_neighbours_of_one_section_join_the_better_ranked_chunk() -> None:
     assert merge_neighbours(ranked, 4)[0].end_line == 35
 
 
+def test_a_chunk_just_before_a_passage_joins_it() -> None:
+    (merged,) = merge_neighbours([chunk(1, 20, 25), chunk(2, 10, 19)], 2)
+    assert (merged.chunk_id, merged.start_line, merged.end_line) == ("c1", 10, 25)
+    assert merged.text == "\n".join(f"line {n}" for n in range(10, 26))
+
+
+def test_only_the_lines_between_two_chunks_are_asked_about() -> None:
+    asked: list[tuple[str, int, int]] = []
+
+    def holds_nothing(source: str, start: int, end: int) -> bool:
+        asked.append((source, start, end))
+        return True
+
+    ranked = [chunk(1, 20, 25), chunk(2, 28, 30), chunk(3, 10, 16), chunk(4, 40, 41)]
+    (merged,) = merge_neighbours(ranked, 1, holds_nothing)
+    assert asked == [("guide.md", 26, 27), ("guide.md", 17, 19), ("guide.md", 31, 39)]
+    assert (merged.start_line, merged.end_line) == (10, 41)
+    lines = merged.text.split("\n")
+    assert lines[7:10] == ["", "", ""] and len(lines) == 32  # lines 17-19 blank
+
+
 def test_a_chunk_that_bridges_two_passages_joins_them() -> None:
     ranked = [chunk(1, 20, 25), chunk(2, 10, 15), chunk(3, 15, 20), chunk(4, 40, 45)]
     first, second = merge_neighbours(ranked, 2)
@@ -151,14 +172,17 @@ def test_a_repeated_heading_further_down_is_not_a_continuation() -> None:
     ranked = [
         chunk(1, 10, 12, text="## Backups\n\nCopy the bucket."),
         chunk(2, 16, 18, text="## Backups\n\nSnapshot etcd."),  # ATX heading opens it
-        chunk(3, 22, 23, text="Backups\n=======\nAgain."),  # setext heading opens it
-        chunk(4, 25, 25, text="More about the last one."),  # continues c3
+        chunk(3, 22, 25, text="Backups again\n=============\nAgain.\nAnd again."),  # setext
+        chunk(4, 27, 27, text="More about the last one."),  # continues c3
+        chunk(5, 29, 30, text="Backups at last\n---------------"),  # setext, two lines
     ]
-    passages = merge_neighbours(ranked, 4, blank_lines((13, 15), (19, 21), (24, 24)))
+    holds_nothing = blank_lines((13, 15), (19, 21), (26, 26), (28, 28))
+    passages = merge_neighbours(ranked, 4, holds_nothing)
     assert [(p.chunk_id, p.start_line, p.end_line) for p in passages] == [
         ("c1", 10, 12),
         ("c2", 16, 18),
-        ("c3", 22, 25),
+        ("c3", 22, 27),
+        ("c5", 29, 30),
     ]
 
 

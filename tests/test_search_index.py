@@ -24,6 +24,7 @@ from ossrag.search_index import (
     Relative,
     SearchIndex,
     Weighted,
+    bm25_terms,
 )
 from ossrag.store import Store
 
@@ -203,6 +204,26 @@ def test_each_fusion_ranks_the_whole_list(
     assert [score for _, score in ranked] == pytest.approx([expected[n] for n in order], rel=1e-5)
     top = ordered.hybrid(QUERY_VECTOR, QUERY_TERMS, 3, depth, fusion)
     assert ids(ordered, top) == order[:3]  # the limit cuts the same list
+
+
+def test_relative_candidates_are_each_routes_hits_only(ordered: SearchIndex) -> None:
+    # "alpha" is in row a alone: BM25 adds no other candidate, even below its depth
+    assert ids(ordered, ordered.hybrid(QUERY_VECTOR, "alpha", 6, 2, Relative(0.5))) == "ab"
+    assert ids(ordered, ordered.hybrid(QUERY_VECTOR, "unknown", 6, 2, Relative(0.5))) == "ab"
+
+
+def test_tied_rows_keep_their_stored_order() -> None:
+    twins = SearchIndex.from_rows("g", [row(f"r{n:02d}", [1.0, 0.0], "same") for n in range(40)], 2)
+    for fusion in (Relative(0.8), Weighted(0.6), Reciprocal(60)):
+        ranked = twins.hybrid(QUERY_VECTOR, "same", 40, 40, fusion)
+        assert [twins.rows.row(p)["id"] for p, _ in ranked] == [f"r{n:02d}" for n in range(40)]
+
+
+def test_bm25_terms_are_lowercased_stemmed_words_without_stopwords() -> None:
+    assert bm25_terms("What is the Indexing of Collections? Flushes, FLUSHED!") == (
+        "index collect flush flush"
+    )
+    assert bm25_terms("the of and") == ""
 
 
 VOCABULARY = ["milvus", "bucket", "backup", "store", "index", "query"]
@@ -399,6 +420,7 @@ def test_score_fusion_defaults_and_the_lean_for_translated_questions() -> None:
     assert score_fusion("relative", None) == Relative(0.8)
     assert score_fusion("weighted", None) == Weighted(0.6)
     assert score_fusion("relative", 0.5) == Relative(0.5)
+    assert score_fusion("weighted", 0.3) == Weighted(0.3)
     assert score_fusion("relative", None, translated=True) == Relative(pytest.approx(0.6))
     assert score_fusion("relative", 0.1, translated=True) == Relative(0.0)
     assert score_fusion("weighted", None, translated=True) == Weighted(0.6)  # Milvus's, as is
