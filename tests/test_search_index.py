@@ -219,6 +219,18 @@ def test_tied_rows_keep_their_stored_order() -> None:
         assert [twins.rows.row(p)["id"] for p, _ in ranked] == [f"r{n:02d}" for n in range(40)]
 
 
+def test_an_empty_corpus_and_a_row_without_terms() -> None:
+    empty = SearchIndex.from_rows("g", [], dim=2)
+    assert len(empty) == 0 and empty.vectors.shape == (0, 2)
+    assert empty.dense(QUERY_VECTOR, 5) == [] and empty.bm25("bucket", 5) == []
+    assert empty.hybrid(QUERY_VECTOR, "bucket", 5, 5, Relative(0.8)) == []
+    # the last row has no terms: BM25 still scores every row, as zero
+    rows = [*ORDER_ROWS, row("g", [0.0, -1.0], "")]
+    index = SearchIndex.from_rows("g", rows, dim=2)
+    assert index.weights.shape[0] == 7
+    assert ids(index, index.hybrid(QUERY_VECTOR, QUERY_TERMS, 7, 7, Relative(0.8))) == "bacfdge"
+
+
 def test_bm25_terms_are_lowercased_stemmed_words_without_stopwords() -> None:
     assert bm25_terms("What is the Indexing of Collections? Flushes, FLUSHED!") == (
         "index collect flush flush"
