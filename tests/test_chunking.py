@@ -216,6 +216,14 @@ def test_code_in_heading_keeps_underscores() -> None:
     assert c.heading_path == ("The __init__ method",)
 
 
+def test_setext_levels_and_empty_setext_sections() -> None:
+    text = "Title\n=====\n\nSub\n---\n\n### Deep\n\ntext\n\n## Next\n\nmore\n"
+    assert [(c.heading_path, c.start_line, c.end_line) for c in chunk(text)] == [
+        (("Title", "Sub", "Deep"), 7, 9),
+        (("Title", "Next"), 11, 13),
+    ]
+
+
 def test_setext_headings() -> None:
     text = (
         "Title\n=====\n\nIntro.\n\nSub part\n--------\nbody\n\nnot a heading\n\n---\n\nafter rule\n"
@@ -426,6 +434,22 @@ def test_long_heading_path_is_shortened_to_fit() -> None:
     # one word longer than the cap in characters is cut to half the cap
     chunks = chunk("# " + "x" * 100 + "\n\n" + "ab " * 60 + "\n", max_tokens=64, count=len)
     assert {c.heading_path for c in chunks} == {("x" * 8,)}
+    # exactly the cap (16 words) is kept: the whole path, or the outer level dropped
+    title14, title16 = (" ".join(f"w{n}" for n in range(k)) for k in (14, 16))
+    chunks = chunk(f"# Guide\n\n## {title14}\n\n" + body, max_tokens=64)
+    assert {c.heading_path for c in chunks} == {("Guide", title14)}
+    chunks = chunk(f"# A\n\n## B\n\n### {title14}\n\n" + body, max_tokens=64)
+    assert {c.heading_path for c in chunks} == {("B", title14)}
+    chunks = chunk(f"# Guide\n\n## {title16}\n\n" + body, max_tokens=64)
+    assert {c.heading_path for c in chunks} == {(title16,)}
+    # in characters (a quarter of 64 is 16): words halved while the joined title is too long
+    for title, kept in [
+        ("abc def ghi jkl mno pqr", "abc def ghi"),
+        ("abcdefghij klmnopqrst", "abcdefghij"),
+        ("aaaaaaa bbbbbbbb cccc dddd", "aaaaaaa bbbbbbbb"),  # 16 characters: kept
+    ]:
+        chunks = chunk(f"# {title}\n\n" + "ab " * 60 + "\n", max_tokens=64, count=len)
+        assert {c.heading_path for c in chunks} == {(kept,)}, title
     # a path that fits is kept whole, even when the section is split
     chunks = chunk("# Guide\n\n## Sub\n\n" + body, max_tokens=64)
     assert len(chunks) > 1 and {c.heading_path for c in chunks} == {("Guide", "Sub")}
