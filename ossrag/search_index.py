@@ -264,11 +264,12 @@ class SearchIndex:
         return np.asarray(self.weights[:, columns] @ counts).ravel()
 
     def _top(self, scores: np.ndarray, limit: int, positive_only: bool) -> Ranked:
+        """The best `limit` rows, ties in row order: the first `limit` of the whole ranking."""
         candidates = np.flatnonzero(scores > 0) if positive_only else np.arange(len(scores))
-        if len(candidates) > limit:
-            part = np.argpartition(-scores[candidates], limit - 1)[:limit]
-            candidates = candidates[part]
-        order = candidates[np.argsort(-scores[candidates], kind="stable")]
+        if len(candidates) > limit:  # keep the rows at least as good as the limit-th, ties too
+            kth = -np.partition(-scores[candidates], limit - 1)[limit - 1]
+            candidates = candidates[scores[candidates] >= kth]
+        order = candidates[np.argsort(-scores[candidates], kind="stable")][:limit]
         return [(int(i), float(scores[i])) for i in order]
 
     # -- persistence -------------------------------------------------------------------------

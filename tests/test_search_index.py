@@ -228,7 +228,27 @@ def test_an_empty_corpus_and_a_row_without_terms() -> None:
     rows = [*ORDER_ROWS, row("g", [0.0, -1.0], "")]
     index = SearchIndex.from_rows("g", rows, dim=2)
     assert index.weights.shape[0] == 7
+    # the average length counts rows with terms only: 16 terms over 6 rows
+    assert dict(named(index, index.bm25("bucket", 7)))["c"] == pytest.approx(
+        bm25(tf=1, df=4, n=7, length=2, avgdl=16 / 6), rel=1e-5
+    )
     assert ids(index, index.hybrid(QUERY_VECTOR, QUERY_TERMS, 7, 7, Relative(0.8))) == "bacfdge"
+
+
+def test_the_top_k_are_the_first_k_of_the_whole_ranking() -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((60, 4))
+    words = ["alpha", "beta", "gamma", "delta", "omega"]
+    rows = [
+        row(f"r{n}", (v / np.linalg.norm(v)).tolist(), " ".join(rng.choice(words, size=5)))
+        for n, v in enumerate(vectors)
+    ]
+    index = SearchIndex.from_rows("g", rows, dim=4)
+    query = np.array([1.0, 0.0, 0.0, 0.0])
+    dense, bm25_all = index.dense(query, 60), index.bm25("alpha gamma", 60)
+    for k in (1, 2, 5, 17, 59):
+        assert index.dense(query, k) == dense[:k], k
+        assert index.bm25("alpha gamma", k) == bm25_all[:k], k
 
 
 def test_bm25_terms_are_lowercased_stemmed_words_without_stopwords() -> None:
