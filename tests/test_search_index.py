@@ -210,6 +210,8 @@ def test_relative_candidates_are_each_routes_hits_only(ordered: SearchIndex) -> 
     # "alpha" is in row a alone: BM25 adds no other candidate, even below its depth
     assert ids(ordered, ordered.hybrid(QUERY_VECTOR, "alpha", 6, 2, Relative(0.5))) == "ab"
     assert ids(ordered, ordered.hybrid(QUERY_VECTOR, "unknown", 6, 2, Relative(0.5))) == "ab"
+    up = np.array([0.0, 1.0])  # dense: d, f first; BM25: a alone, no row it scores 0
+    assert ids(ordered, ordered.hybrid(up, "alpha", 6, 2, Relative(0.5))) == "adf"
 
 
 def test_tied_rows_keep_their_stored_order() -> None:
