@@ -216,6 +216,31 @@ def test_code_in_heading_keeps_underscores() -> None:
     assert c.heading_path == ("The __init__ method",)
 
 
+@pytest.mark.parametrize(
+    ("text", "chunks"),
+    [
+        ("---\n# yaml comment\ntitle: x\n---\nBody.\n", [((), 5, 5)]),  # not a heading
+        ("Title\n=====\ntext right after\n", [(("Title",), 1, 3)]),
+        ("# A\n---\ntext\n", [(("A",), 1, 3)]),  # a rule under an ATX heading
+        ("#\n\nBody.\n", [((), 1, 3)]),  # an empty heading names nothing
+    ],
+)
+def test_headings_where_they_are_and_are_not(
+    text: str, chunks: list[tuple[tuple[str, ...], int, int]]
+) -> None:
+    assert [(c.heading_path, c.start_line, c.end_line) for c in chunk(text)] == chunks
+
+
+def test_a_section_that_fits_only_without_its_heading_path_is_split() -> None:
+    body = " ".join(f"w{n}" for n in range(28))  # "# A B C" + body: 32 words, 35 with the path
+    chunks = chunk(f"# A B C\n\n{body}\n", max_tokens=32)
+    assert [(c.heading_path, c.start_line, c.end_line) for c in chunks] == [
+        (("A B C",), 1, 3),
+        (("A B C",), 3, 3),
+    ]
+    assert max(words(c.embed_text) for c in chunks) == 32
+
+
 def test_setext_levels_and_empty_setext_sections() -> None:
     text = "Title\n=====\n\nSub\n---\n\n### Deep\n\ntext\n\n## Next\n\nmore\n"
     assert [(c.heading_path, c.start_line, c.end_line) for c in chunk(text)] == [
