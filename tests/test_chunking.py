@@ -231,6 +231,14 @@ def test_headings_where_they_are_and_are_not(
     assert [(c.heading_path, c.start_line, c.end_line) for c in chunk(text)] == chunks
 
 
+def test_a_long_code_block_on_the_first_line_is_reopened_and_closed() -> None:
+    text = "```python\n" + "".join(f"x{n} = {n}\n" for n in range(30)) + "```\n"
+    chunks = chunk(text, max_tokens=32)
+    assert len(chunks) > 2
+    assert all(c.text.startswith("```python\n") and c.text.endswith("\n```") for c in chunks)
+    check_chunks(make_doc(text), chunks, 32, words)
+
+
 def test_a_section_that_fits_only_without_its_heading_path_is_split() -> None:
     body = " ".join(f"w{n}" for n in range(28))  # "# A B C" + body: 32 words, 35 with the path
     chunks = chunk(f"# A B C\n\n{body}\n", max_tokens=32)
