@@ -779,6 +779,10 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
             raise ApiError(404, f"no ingest job {job_id!r}", "not_found")
         return job.to_dict()
 
+    from ossrag.webapi import web_router  # it imports this module, so not at the top
+
+    app.include_router(web_router(settings, ix, jobs, auth))
+
     # -- web UI (static files only: every data route above needs a key)
 
     @app.get("/", include_in_schema=False)

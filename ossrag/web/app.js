@@ -1,19 +1,24 @@
-// ossrag web UI: streams /v1/chat/completions, shows citations and ingest jobs. No build step.
+// ossrag web UI: a conversation over /v1/chat/completions (streamed), citations with previews,
+// and the store panel (/v1/store, /v1/ingest, /v1/upload). No build step, nothing inline (CSP).
 "use strict";
 
-const $ = (selector) => document.querySelector(selector);
-const history = []; // earlier turns, sent so follow-ups keep their context
+const $ = (selector, root = document) => root.querySelector(selector);
+const MODE_NAMES = { ossrag: "default mode", "ossrag-hybrid": "hybrid", "ossrag-dense": "dense", "ossrag-bm25": "BM25" };
+let messages = []; // the conversation so far, sent whole so the engine handles follow-ups
+let controller = null; // aborts the answer being streamed
 let pollTimer = null;
+
+// ---------------------------------------------------------------- API
 
 const keyInput = $("#api-key");
 keyInput.value = localStorage.getItem("ossrag-api-key") || "";
 keyInput.addEventListener("change", () => {
   localStorage.setItem("ossrag-api-key", keyInput.value.trim());
-  refreshJobs();
+  refreshStore();
 });
 
-function headers() {
-  const h = { "Content-Type": "application/json" };
+function headers(json = true) {
+  const h = json ? { "Content-Type": "application/json" } : {};
   const key = keyInput.value.trim();
   if (key) h.Authorization = `Bearer ${key}`;
   return h;
@@ -27,47 +32,169 @@ async function errorMessage(response) {
   }
 }
 
-// ---------------------------------------------------------------- passages and citations
+function showError(el, message) {
+  el.textContent = message || "";
+  el.hidden = !message;
+}
 
-function openPassage(n, source) {
+// ---------------------------------------------------------------- markdown
+
+const SANITIZE = { FORBID_TAGS: ["style", "form", "input", "button"], FORBID_ATTR: ["style"] };
+
+/** Markdown to sanitized DOM nodes: code highlighted and given a copy button. */
+function renderMarkdown(el, text) {
+  const html = DOMPurify.sanitize(marked.parse(text, { gfm: true, breaks: false }), SANITIZE);
+  el.innerHTML = html;
+  for (const link of el.querySelectorAll("a[href]")) {
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+  }
+  for (const code of el.querySelectorAll("pre > code")) {
+    hljs.highlightElement(code);
+    code.tabIndex = 0; // it scrolls sideways: keyboard users must reach it
+    const copy = document.createElement("button");
+    copy.type = "button";
+    copy.className = "copy-code";
+    copy.textContent = "Copy";
+    copy.setAttribute("aria-label", "Copy code");
+    copy.addEventListener("click", () => copyText(copy, code.textContent));
+    code.parentElement.prepend(copy);
+  }
+}
+
+async function copyText(button, text) {
+  const label = button.textContent;
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = "Copied";
+  } catch {
+    button.textContent = "Copy failed";
+  }
+  setTimeout(() => (button.textContent = label), 1500);
+}
+
+// ---------------------------------------------------------------- citations
+
+function where(source) {
+  return [source.source, source.heading, `lines ${source.start_line}–${source.end_line}`].filter(Boolean).join(" › ");
+}
+
+function chip(n, source, sentence) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "cite";
+  button.dataset.n = String(n);
+  button.textContent = String(n);
+  button.setAttribute("aria-label", `Source ${n}: ${where(source)}`);
+  button.addEventListener("click", () => openPassage(n, source, sentence));
+  button.addEventListener("mouseenter", () => showPreview(button, n, source));
+  button.addEventListener("focus", () => showPreview(button, n, source));
+  button.addEventListener("mouseleave", hidePreview);
+  button.addEventListener("blur", hidePreview);
+  return button;
+}
+
+/** Replace [n] markers in the answer's text (not in code) with chips for known sources. */
+function linkCitations(el, sources) {
+  const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT, {
+    acceptNode: (node) => (node.parentElement.closest("code, pre") ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
+  });
+  const nodes = [];
+  while (walker.nextNode()) nodes.push(walker.currentNode);
+  for (const node of nodes) {
+    const text = node.textContent;
+    const pattern = /\[(\d{1,3})\]/g;
+    if (!pattern.test(text)) continue;
+    const block = node.parentElement.closest("p, li, td, blockquote, h1, h2, h3, h4") || el;
+    const sentence = block.textContent.replace(/\[\d{1,3}\]/g, " ");
+    const parts = [];
+    let last = 0;
+    for (const match of text.matchAll(/\[(\d{1,3})\]/g)) {
+      const n = Number(match[1]);
+      const source = sources[n - 1];
+      if (!source) continue;
+      parts.push(document.createTextNode(text.slice(last, match.index)), chip(n, source, sentence));
+      last = match.index + match[0].length;
+    }
+    if (!parts.length) continue;
+    parts.push(document.createTextNode(text.slice(last)));
+    node.replaceWith(...parts);
+  }
+}
+
+const preview = $("#preview");
+
+function showPreview(anchor, n, source) {
+  preview.replaceChildren();
+  const head = document.createElement("strong");
+  head.textContent = `[${n}] ${where(source)}`;
+  const body = document.createElement("p");
+  const text = source.text.replace(/\s+/g, " ").trim();
+  body.textContent = text.length > 280 ? `${text.slice(0, 280)}…` : text;
+  preview.append(head, body);
+  preview.hidden = false;
+  const box = anchor.getBoundingClientRect();
+  const width = Math.min(380, window.innerWidth - 16);
+  const left = Math.max(8, Math.min(box.left, window.innerWidth - width - 8));
+  preview.style.width = `${width}px`; // CSSOM, allowed under a strict CSP
+  preview.style.left = `${left + window.scrollX}px`;
+  preview.style.top = `${box.bottom + window.scrollY + 6}px`;
+}
+
+function hidePreview() {
+  preview.hidden = true;
+}
+
+const WORD = /[\p{L}\p{N}]{4,}/gu;
+
+/** 0-based indexes of the passage lines sharing at least two words with the citing sentence. */
+function supportingLines(lines, sentence) {
+  const wanted = new Set((sentence.toLowerCase().match(WORD) || []));
+  return lines
+    .map((line, i) => [i, new Set(line.toLowerCase().match(WORD) || [])])
+    .filter(([, words]) => [...words].filter((w) => wanted.has(w)).length >= 2)
+    .map(([i]) => i);
+}
+
+function openPassage(n, source, sentence = "") {
+  hidePreview();
   $("#passage-n").textContent = `[${n}]`;
   $("#passage-source").textContent = source.source;
-  $("#passage-heading").textContent = source.heading || "";
+  $("#passage-heading").textContent = source.heading || "(no heading)";
   $("#passage-lines").textContent = `lines ${source.start_line}–${source.end_line}`;
-  $("#passage-text").textContent = source.text;
+  renderMarkdown($("#passage-text"), source.text);
+  const lines = source.text.split("\n");
+  const marked_ = new Set(supportingLines(lines, sentence));
+  $("#passage-numbered").replaceChildren(
+    ...lines.map((line, i) => {
+      const item = document.createElement("li");
+      item.value = source.start_line + i;
+      item.textContent = line || " ";
+      if (marked_.has(i)) item.className = "hit";
+      return item;
+    }),
+  );
+  $("#passage-match").textContent = marked_.size
+    ? `· ${marked_.size} highlighted: they share words with the cited sentence`
+    : "";
+  $("#passage-lines-box").open = marked_.size > 0;
   $("#passage").showModal();
 }
+
 $("#passage-close").addEventListener("click", () => $("#passage").close());
+$("#passage").addEventListener("click", (event) => {
+  if (event.target === $("#passage")) $("#passage").close(); // a click on the backdrop
+});
 
-function renderAnswer(el, text, sources) {
-  el.replaceChildren();
-  let last = 0;
-  for (const match of text.matchAll(/\[(\d{1,3})\]/g)) {
-    const n = Number(match[1]);
-    const source = sources[n - 1];
-    if (!source) continue;
-    el.append(text.slice(last, match.index));
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "cite";
-    button.dataset.n = String(n);
-    button.textContent = `[${n}]`;
-    button.title = source.source;
-    button.addEventListener("click", () => openPassage(n, source));
-    el.append(button);
-    last = match.index + match[0].length;
-  }
-  el.append(text.slice(last));
-}
-
-function renderSources(list, sources) {
+function renderSources(list, sources, cited) {
   list.replaceChildren(
     ...sources.map((source, i) => {
       const item = document.createElement("li");
-      const button = document.createElement("button");
-      button.type = "button";
-      button.textContent = source.source + (source.heading ? ` › ${source.heading}` : "");
-      button.addEventListener("click", () => openPassage(i + 1, source));
+      if (cited && !cited.includes(i + 1)) item.className = "uncited";
+      const button = chip(i + 1, source, "");
+      const label = document.createElement("span");
+      label.textContent = source.source + (source.heading ? ` › ${source.heading}` : "");
+      button.append(label);
       item.append(button);
       return item;
     }),
@@ -96,28 +223,36 @@ async function* sseEvents(response) {
 }
 
 async function ask(question) {
+  $("#empty").hidden = true;
   const turn = $("#turn").content.firstElementChild.cloneNode(true);
-  turn.querySelector(".question").textContent = question;
-  const reasoningBox = turn.querySelector(".reasoning");
-  const reasoningText = turn.querySelector(".reasoning-text");
-  const answerEl = turn.querySelector(".answer");
-  const sourcesEl = turn.querySelector(".sources");
+  $(".question", turn).textContent = question;
+  const model = $("#mode").value;
+  const effort = $("#effort").value;
+  $(".meta", turn).textContent = `${effort} effort · ${MODE_NAMES[model]}`;
+  const reasoningBox = $(".reasoning", turn);
+  const reasoningText = $(".reasoning-text", turn);
+  const answerEl = $(".answer", turn);
+  const sourcesEl = $(".sources", turn);
+  const copyButton = $(".copy-answer", turn);
   $("#messages").append(turn);
   turn.scrollIntoView({ block: "end" });
 
+  const sent = [...messages, { role: "user", content: question }];
   let sources = [];
   let text = "";
+  let frame = 0;
+  const paint = () => {
+    frame = 0;
+    renderMarkdown(answerEl, text);
+    linkCitations(answerEl, sources);
+  };
+  controller = new AbortController();
   try {
     const response = await fetch("/v1/chat/completions", {
       method: "POST",
       headers: headers(),
-      body: JSON.stringify({
-        model: "ossrag",
-        stream: true,
-        footnotes: false,
-        reasoning_effort: $("#effort").value,
-        messages: [...history, { role: "user", content: question }],
-      }),
+      signal: controller.signal,
+      body: JSON.stringify({ model, stream: true, footnotes: false, reasoning_effort: effort, messages: sent }),
     });
     if (!response.ok) throw new Error(await errorMessage(response));
     answerEl.dataset.state = "streaming";
@@ -125,8 +260,9 @@ async function ask(question) {
       if (chunk.error) throw new Error(chunk.error.message);
       if (chunk.sources) {
         sources = chunk.sources;
-        renderSources(sourcesEl, sources);
+        renderSources(sourcesEl, sources, null);
       }
+      if (chunk.cited) renderSources(sourcesEl, sources, chunk.cited);
       const delta = (chunk.choices && chunk.choices[0] && chunk.choices[0].delta) || {};
       if (delta.reasoning) {
         reasoningBox.hidden = false;
@@ -134,75 +270,158 @@ async function ask(question) {
       }
       if (delta.content) {
         text += delta.content;
-        renderAnswer(answerEl, text, sources);
+        if (!frame) frame = requestAnimationFrame(paint);
       }
     }
-    history.push({ role: "user", content: question }, { role: "assistant", content: text });
+    cancelAnimationFrame(frame);
+    paint();
+    messages = [...sent, { role: "assistant", content: text }];
     answerEl.dataset.state = "done";
+    copyButton.hidden = false;
+    copyButton.addEventListener("click", () => copyText(copyButton, text));
   } catch (err) {
+    cancelAnimationFrame(frame);
+    if (text) paint();
     const note = document.createElement("p");
     note.className = "error";
-    note.textContent = err.message;
+    note.setAttribute("role", "alert");
+    note.textContent = err.name === "AbortError" ? "Stopped." : err.message;
     answerEl.after(note);
     answerEl.dataset.state = "failed";
+  } finally {
+    controller = null;
   }
 }
+
+function newChat() {
+  if (controller) controller.abort();
+  messages = [];
+  $("#messages").replaceChildren($("#empty"));
+  $("#empty").hidden = false;
+  $("#question").value = "";
+  $("#question").focus();
+}
+
+$("#new-chat").addEventListener("click", newChat);
+$("#stop").addEventListener("click", () => controller && controller.abort());
 
 $("#ask-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const question = $("#question").value.trim();
-  if (!question) return;
+  if (!question || controller) return;
   $("#question").value = "";
   $("#ask").disabled = true;
+  $("#stop").hidden = false;
   try {
     await ask(question);
   } finally {
     $("#ask").disabled = false;
+    $("#stop").hidden = true;
     $("#question").focus();
   }
 });
 
 $("#question").addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && !event.shiftKey) {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     $("#ask-form").requestSubmit();
   }
 });
 
-// ---------------------------------------------------------------- ingest
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape") return;
+  hidePreview();
+  if (document.body.classList.contains("store-open")) toggleStore(false);
+});
 
-function showIngestError(message) {
-  const el = $("#ingest-error");
-  el.textContent = message || "";
-  el.hidden = !message;
+// ---------------------------------------------------------------- store panel
+
+function toggleStore(open) {
+  document.body.classList.toggle("store-open", open);
+  $("#store-toggle").setAttribute("aria-expanded", String(open));
+  if (open) $("#store-close").focus();
+}
+$("#store-toggle").addEventListener("click", () => toggleStore(!document.body.classList.contains("store-open")));
+$("#store-close").addEventListener("click", () => toggleStore(false));
+
+const numbers = new Intl.NumberFormat();
+
+function ago(seconds) {
+  if (!seconds) return "—";
+  const when = new Date(seconds * 1000);
+  return when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
 
 function renderJobs(jobs) {
+  if (!jobs.length) {
+    const none = document.createElement("li");
+    none.className = "muted none";
+    none.textContent = "none yet";
+    $("#jobs").replaceChildren(none);
+    return;
+  }
   $("#jobs").replaceChildren(
     ...jobs.slice().reverse().map((job) => {
       const item = document.createElement("li");
       item.dataset.status = job.status;
+      const what = document.createElement("div");
+      what.className = "job-paths";
+      what.textContent = job.paths.map((p) => p.split("/").pop() || p).join(", ");
+      what.title = job.paths.join("\n");
+      const bar = document.createElement("progress");
+      bar.max = job.files_total || 1;
+      bar.value = job.status === "done" ? bar.max : job.files_done;
+      bar.setAttribute("aria-label", `progress of ${what.textContent}`);
+      const line = document.createElement("div");
+      line.className = "job-line";
       const total = job.files_total ? `/${job.files_total}` : "";
-      let line = `${job.status} · ${job.files_done}${total} files · ${job.chunks_embedded} chunks — ${job.paths.join(", ")}`;
-      if (job.error) line += ` — ${job.error}`;
-      item.textContent = line;
+      const chunks = job.report ? job.report.chunks_embedded : job.chunks_embedded;
+      line.textContent = `${job.status} · ${job.files_done}${total} files · ${numbers.format(chunks)} chunks`;
+      item.append(what, bar, line);
+      if (job.error) {
+        const error = document.createElement("div");
+        error.className = "error";
+        error.textContent = job.error;
+        item.append(error);
+      }
       return item;
     }),
   );
 }
 
-async function refreshJobs() {
+function renderFiles(store) {
+  $("#files").replaceChildren(
+    ...store.file_list.map((file) => {
+      const item = document.createElement("li");
+      const name = document.createElement("span");
+      name.textContent = file.source;
+      name.title = `${file.root}/${file.source}`;
+      const count = document.createElement("span");
+      count.className = "muted";
+      count.textContent = `${numbers.format(file.chunks)} chunks`;
+      item.append(name, count);
+      return item;
+    }),
+  );
+  $("#files-box summary").textContent = `Files (${numbers.format(store.files)})`;
+}
+
+async function refreshStore() {
   clearTimeout(pollTimer);
-  const response = await fetch("/v1/ingest", { headers: headers() });
+  const response = await fetch("/v1/store", { headers: headers(false) });
   if (!response.ok) {
-    showIngestError(await errorMessage(response));
+    showError($("#store-error"), await errorMessage(response));
     return;
   }
-  showIngestError("");
-  const { jobs } = await response.json();
-  renderJobs(jobs);
-  if (jobs.some((job) => job.status === "queued" || job.status === "running")) {
-    pollTimer = setTimeout(refreshJobs, 1000);
+  showError($("#store-error"), "");
+  const store = await response.json();
+  $("#stat-files").textContent = numbers.format(store.files);
+  $("#stat-chunks").textContent = numbers.format(store.chunks);
+  $("#stat-sync").textContent = ago(store.last_sync);
+  renderJobs(store.jobs);
+  renderFiles(store);
+  if (store.jobs.some((job) => job.status === "queued" || job.status === "running")) {
+    pollTimer = setTimeout(refreshStore, 700);
   }
 }
 
@@ -210,17 +429,47 @@ $("#ingest-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const paths = $("#ingest-paths").value.split("\n").map((p) => p.trim()).filter(Boolean);
   if (!paths.length) return;
-  const response = await fetch("/v1/ingest", {
-    method: "POST",
-    headers: headers(),
-    body: JSON.stringify({ paths }),
-  });
+  const response = await fetch("/v1/ingest", { method: "POST", headers: headers(), body: JSON.stringify({ paths }) });
   if (!response.ok) {
-    showIngestError(await errorMessage(response));
+    showError($("#ingest-error"), await errorMessage(response));
     return;
   }
+  showError($("#ingest-error"), "");
   $("#ingest-paths").value = "";
-  refreshJobs();
+  refreshStore();
 });
 
-refreshJobs();
+async function upload(files) {
+  const errors = [];
+  for (const file of files) {
+    const response = await fetch(`/v1/upload?name=${encodeURIComponent(file.name)}`, {
+      method: "POST",
+      headers: { ...headers(false), "Content-Type": "application/octet-stream" },
+      body: file,
+    });
+    if (!response.ok) errors.push(`${file.name}: ${await errorMessage(response)}`);
+  }
+  showError($("#ingest-error"), errors.join("\n"));
+  refreshStore();
+}
+
+const dropzone = $("#dropzone");
+for (const name of ["dragenter", "dragover"]) {
+  dropzone.addEventListener(name, (event) => {
+    event.preventDefault();
+    dropzone.classList.add("over");
+  });
+}
+for (const name of ["dragleave", "drop"]) {
+  dropzone.addEventListener(name, () => dropzone.classList.remove("over"));
+}
+dropzone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  upload([...event.dataTransfer.files]);
+});
+$("#file-input").addEventListener("change", (event) => {
+  upload([...event.target.files]);
+  event.target.value = "";
+});
+
+refreshStore();
