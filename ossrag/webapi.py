@@ -1,8 +1,8 @@
 """Read-only store overview and drag-and-drop upload for the web UI (routes of `ossrag serve`).
 
 `GET /v1/store`: files, chunks, last sync and ingest jobs. `POST /v1/upload?name=F`: the raw
-request body saved as F in an `uploads` directory inside the first allowed root, then ingested
-through the same checks and job queue as `POST /v1/ingest`.
+request body (at most OSSRAG_MAX_BODY_BYTES) saved as F in an `uploads` directory inside the
+first allowed root, then ingested through the same checks and job queue as `POST /v1/ingest`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def safe_name(raw: str) -> str:
     """A file name without directories, control bytes or odd characters; ApiError if none is
     left or its type cannot be ingested."""
     base = raw.replace("\\", "/").rsplit("/", 1)[-1]
-    name = _UNSAFE.sub("_", base).strip(" .")[:120]
+    name = _UNSAFE.sub("_", base).strip().rstrip(". ")[:120]
     if not name or name.startswith("."):
         raise ApiError(400, f"name {raw[:80]!r}: not a usable file name")
     if loader_for(name) is None:
@@ -43,7 +43,9 @@ def safe_name(raw: str) -> str:
 def store_overview(index: Index, jobs: IngestJobs) -> dict[str, Any]:
     """Counts, the files (by source), the newest finished ingest and every remembered job."""
     status = index.status(check_llm=False)
-    records = sorted(index.store.files().values(), key=lambda r: r.source) if status["files"] else []
+    records = (
+        sorted(index.store.files().values(), key=lambda r: r.source) if status["files"] else []
+    )
     finished = [j.finished for j in jobs.all() if j.status == "done" and j.finished]
     return {
         "collection": status["collection"],
@@ -59,10 +61,11 @@ def store_overview(index: Index, jobs: IngestJobs) -> dict[str, Any]:
     }
 
 
-def web_router(settings: Settings, index: Index, jobs: IngestJobs, auth: list[Depends]) -> APIRouter:
+def web_router(
+    settings: Settings, index: Index, jobs: IngestJobs, auth: list[Depends]
+) -> APIRouter:
     """The routes, behind the same API-key dependency as the rest of the API."""
     router = APIRouter(dependencies=auth, tags=["ossrag"])
-    limit = settings.max_body_bytes
 
     @router.get("/v1/store")
     async def store() -> dict[str, Any]:
@@ -77,18 +80,11 @@ def web_router(settings: Settings, index: Index, jobs: IngestJobs, auth: list[De
         if not settings.allowed_roots:
             raise ApiError(400, "upload is off: set OSSRAG_ALLOWED_ROOTS / --allowed-root")
         filename = safe_name(name)
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, f"body: the file is larger than {limit} bytes")
-        data = bytearray()
-        async for piece in request.stream():
-            data += piece
-            if len(data) > limit:
-                raise ApiError(413, f"body: the file is larger than {limit} bytes")
+        data = await request.body()  # the app refuses bodies over max_body_bytes with 413
         if not data:
             raise ApiError(400, "body: the file is empty")
         folder = Path(settings.allowed_roots[0]).expanduser().resolve() / UPLOAD_DIR
-        target = await anyio.to_thread.run_sync(_save, folder, filename, bytes(data))
+        target = await anyio.to_thread.run_sync(_save, folder, filename, data)
         paths = check_ingest_paths([str(target)], settings.allowed_roots, [], [])
         job = jobs.submit(paths, IngestRequest(paths=[str(target)], prune=False))
         return {**job.to_dict(), "saved": str(target)}

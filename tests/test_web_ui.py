@@ -52,7 +52,10 @@ To back up:
 A search with a limit [2]:
 
 ```python
-client.search(collection, data=[vector], limit=3)
+from pymilvus import MilvusClient
+
+client = MilvusClient("milvus_demo.db")
+hits = client.search("docs", data=[vector], limit=3)
 ```"""
 ANSWER_TEXT_START = "Inserted vectors live in object storage such as MinIO or S3"
 HOSTILE = (
@@ -219,9 +222,13 @@ def test_conversation_markdown_citations(open_page: Any) -> None:
         "Snapshot etcd.",
     ]
     code = answer.locator("pre code")
-    assert code.inner_text().strip() == "client.search(collection, data=[vector], limit=3)"
+    assert code.inner_text().strip() == ANSWER.split("```python\n")[1].removesuffix("\n```")
     assert "language-python" in (code.get_attribute("class") or "")
-    assert answer.locator("pre code .hljs-number").all_inner_texts() == ["3"]
+    assert answer.locator("pre code .hljs-keyword").all_inner_texts() == ["from", "import"]
+    assert answer.locator("pre code .hljs-string").all_inner_texts() == [
+        '"milvus_demo.db"',
+        '"docs"',
+    ]
     assert answer.locator(".cite").all_inner_texts() == ["1", "1", "2"]
 
     # Copy buttons: the code block's and the whole answer's.
@@ -246,7 +253,9 @@ def test_conversation_markdown_citations(open_page: Any) -> None:
     chip.click()
     assert page.is_visible("#passage") and not page.is_visible("#preview")
     assert page.text_content("#passage-source") == "guide/storage.md"
-    assert page.text_content("#passage-heading") == "Storage guide › Where does the engine keep data?"
+    assert (
+        page.text_content("#passage-heading") == "Storage guide › Where does the engine keep data?"
+    )
     assert page.text_content("#passage-lines") == "lines 6–8"
     assert page.locator("#passage-text h2").inner_text() == "Where does the engine keep data?"
     numbered = page.locator("#passage-numbered li")
@@ -313,7 +322,8 @@ def test_store_panel_upload_and_jobs(open_page: Any, served: tuple[LiveServer, P
     # Drop a file: it is saved under allowed/uploads and ingested as a job with progress.
     drop = page.evaluate_handle(
         "() => { const dt = new DataTransfer();"
-        " dt.items.add(new File(['# Dropped\\n\\nA dropped note about quotas.\\n'], '../drop me.md'));"
+        " dt.items.add(new File(['# Dropped\\n\\nA dropped note about quotas.\\n'],"
+        " '../drop me.md'));"
         " return dt; }"
     )
     page.dispatch_event("#dropzone", "drop", {"dataTransfer": drop})
