@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -21,7 +22,7 @@ from ossrag.chat import HELP as CHAT_HELP
 from ossrag.chat import ChatSession, input_lines
 from ossrag.chat import run as run_chat
 from ossrag.compare import Row as AnswerRow
-from ossrag.compare import answers_cache_path, html_report
+from ossrag.compare import answers_cache_path
 from ossrag.compare import compare as compare_answers
 from ossrag.compare import summarise as summarise_answers
 from ossrag.config import ConfigError, Effort, Mode, Settings, load_settings
@@ -33,6 +34,7 @@ from ossrag.ingest import Progress as IngestProgress
 from ossrag.llm import EFFORTS, ContentDelta, LLMError, ReasoningDelta
 from ossrag.models import Passage
 from ossrag.rag import Answer, Retrieved
+from ossrag.report import answers_html, fmt, retrieval_html, run_info
 from ossrag.store import StoreError
 from ossrag.structured import load_schema
 
@@ -414,6 +416,7 @@ def eval_retrieval(
         bool, typer.Option(help="expand/translate questions through the LLM first")
     ] = False,
     show_misses: Annotated[bool, typer.Option(help="list questions missed in the top 5")] = False,
+    html_path: Annotated[Path | None, typer.Option("--html", help="write an HTML report")] = None,
     db: DbOpt = None,
     token: TokenOpt = None,
     collection: CollectionOpt = None,
@@ -439,6 +442,16 @@ def eval_retrieval(
             settings, items, corpus=corpus, k=k, baseline=baseline, rewrite=rewrite
         )
     summaries = {report.name: report.summary() for report in reports}
+    if html_path is not None:
+        info = run_info(
+            settings, question_set, len(items), recipes=", ".join(summaries),
+            corpus=str(corpus) if corpus else "the configured store", k=str(k),
+            rewrite="on" if rewrite else "off",
+        )  # fmt: skip
+        page = retrieval_html(reports, f"ossrag retrieval: {question_set.name}", info)
+        html_path.write_text(page, "utf-8")
+        if not json_output:
+            err.print(f"[dim]report: {html_path}[/]")
     if json_output:
         payload = dict(summaries["ossrag"])
         if len(reports) > 1:
@@ -534,19 +547,30 @@ def eval_answers(
         index.close()
     summary = summarise_answers(rows)
     if html_path is not None:
-        html_path.write_text(html_report(rows, summary, f"ossrag: {question_set.name}"), "utf-8")
+        info = run_info(
+            settings, question_set, len(items), models=", ".join(models),
+            efforts=", ".join(wanted), judge=judge_model or "none",
+        )  # fmt: skip
+        page = answers_html(rows, summary, f"ossrag answers: {question_set.name}", info)
+        html_path.write_text(page, "utf-8")
     if json_output:
         _print_json({"summary": summary, "rows": [asdict(r) for r in rows]})
         return
-    table = Table(title=f"answers on {question_set.name} (n={len(items)})")
-    columns = {"model": "model", "effort": "effort", "citation_hit": "cited ok",
-               "correctness": "correct", "faithfulness": "faithful", "ttft_ms_p50": "TTFT ms",
-               "total_ms_p50": "total ms", "tokens_per_s": "tok/s",
-               "reasoning_chars": "reasoning chars", "errors": "errors"}  # fmt: skip
-    for key, header in columns.items():
-        table.add_column(header, justify="left" if key in ("model", "effort") else "right")
+    # Fits 80 columns: two-line headers, no vertical rules, long model names wrap (--json: whole).
+    table = Table(title=f"answers on {question_set.name} (n={len(items)})", box=box.SIMPLE_HEAD)
+    columns = {"model": ("model", "text"), "effort": ("effort", "text"),
+               "citation_hit": ("cited\nok", "rate"), "correctness": ("cor-\nrect", "score"),
+               "faithfulness": ("faith-\nful", "score"), "ttft_ms_p50": ("TTFT\nms", "ms"),
+               "total_ms_p50": ("total\nms", "ms"), "tokens_per_s": ("tok/s", "speed"),
+               "reasoning_chars": ("reas.\nchars", "int"), "errors": ("err", "int")}  # fmt: skip
+    for key, (header, _) in columns.items():
+        text = key in ("model", "effort")
+        table.add_column(
+            header, justify="left" if text else "right", overflow="fold",
+            min_width=12 if key == "model" else None, no_wrap=not text,
+        )  # fmt: skip
     for s in summary:
-        table.add_row(*("–" if s[c] is None else shown(str(s[c])) for c in columns))
+        table.add_row(*(shown(fmt(s[key], kind)) for key, (_, kind) in columns.items()))
     out.print(table)
     if html_path is not None:
         err.print(f"[dim]report: {html_path}[/]")

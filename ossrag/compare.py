@@ -1,23 +1,20 @@
 """Answer comparison: models × reasoning efforts on a question set, optionally judged by an LLM.
 
-Per (model, effort, question): the answer, reasoning length, time to first token, total time,
-tokens/s, usage and a citation hit (a cited passage contains one of the item's evidence
-strings, whitespace collapsed). A judge model can score correctness against the reference answer
-and faithfulness to the passages (1–5, with a rationale). Rows are cached in a JSONL file keyed by
-(model, effort, question id), so an interrupted run resumes where it stopped. Retrieval runs once
-per question and is shared by every model.
+Per (model, effort, question): the answer, its reasoning, time to first token, total time,
+tokens/s, usage, the cited passages and a citation hit (a cited passage contains one of the
+item's evidence strings, whitespace collapsed). A judge model can score correctness against the
+reference answer and faithfulness to the passages (1–5, with a rationale). Rows are cached in a
+JSONL file keyed by (model, effort, question id), so an interrupted run resumes where it
+stopped. Retrieval runs once per question and is shared by every model.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import html
-import io
 import json
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +62,10 @@ class Row:
     correctness: int | None = None
     faithfulness: int | None = None
     rationale: str = ""
+    lang: str = ""
+    reference: str = ""  # the question set's answer
+    reasoning: str = ""
+    passages: list[dict[str, Any]] = field(default_factory=list)  # the cited ones, with "n"
 
     @property
     def key(self) -> str:
@@ -115,6 +116,10 @@ def _row(model: str, effort: str, item: EvalItem, answer: Answer) -> Row:
         usage=answer.usage,
         cited=answer.cited,
         citation_hit=first_relevant(texts, item.evidence) is not None,
+        lang=item.lang,
+        reference=item.answer,
+        reasoning=answer.reasoning,
+        passages=[{"n": n, **answer.passages[n - 1].to_dict()} for n in answer.cited],
     )
 
 
@@ -234,57 +239,3 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def _median(values: Sequence[float]) -> float | None:
     return round(statistics.median(values), 1) if values else None
-
-
-def chart_png(summary: Sequence[dict[str, Any]]) -> bytes:
-    """Quality (judge correctness, else citation hit rate) against median latency."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    judged = any(s["correctness"] is not None for s in summary)
-    metric = "correctness" if judged else "citation_hit"
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for s in summary:
-        if s["total_ms_p50"] is None or s[metric] is None:
-            continue
-        ax.scatter(s["total_ms_p50"], s[metric])
-        ax.annotate(f"{s['model']} ({s['effort']})", (s["total_ms_p50"], s[metric]), fontsize=8)
-    ax.set_xlabel("median answer time (ms)")
-    ax.set_ylabel("judge correctness (1-5)" if judged else "citation hit rate")
-    ax.set_title("quality vs latency")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-def html_report(rows: Sequence[Row], summary: Sequence[dict[str, Any]], title: str) -> str:
-    """A self-contained HTML page: summary table, chart (embedded PNG), every answer."""
-    png = base64.b64encode(chart_png(summary)).decode()
-    keys = list(summary[0]) if summary else []
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(s[k]))}</td>" for k in keys) + "</tr>"
-        for s in summary
-    )
-    detail = "".join(
-        f"<tr><td>{html.escape(r.model)}</td><td>{r.effort}</td><td>{html.escape(r.id)}</td>"
-        f"<td>{html.escape(r.question)}</td><td>{html.escape(r.error or r.answer)}</td>"
-        f"<td>{'✓' if r.citation_hit else '✗'}</td><td>{r.correctness or ''}</td>"
-        f"<td>{html.escape(r.rationale)}</td></tr>"
-        for r in rows
-    )
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><table><tr>{head}</tr>{body}</table>"
-        f"<p><img alt='quality vs latency' src='data:image/png;base64,{png}'></p>"
-        "<h2>Answers</h2><table><tr><th>model</th><th>effort</th><th>id</th><th>question</th>"
-        f"<th>answer</th><th>cited evidence</th><th>correctness</th><th>rationale</th></tr>"
-        f"{detail}</table></body></html>"
-    )
