@@ -557,17 +557,19 @@ def eval_answers(
         _print_json({"summary": summary, "rows": [asdict(r) for r in rows]})
         return
     # Fits 80 columns: two-line headers, no vertical rules, long model names wrap (--json: whole).
-    table = Table(title=f"answers on {question_set.name} (n={len(items)})", box=box.SIMPLE_HEAD)
+    table = Table(
+        title=f"answers on {question_set.name} (n={len(items)})",
+        box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
+    )  # fmt: skip
     columns = {"model": ("model", "text"), "effort": ("effort", "text"),
                "citation_hit": ("cited\nok", "rate"), "correctness": ("cor-\nrect", "score"),
                "faithfulness": ("faith-\nful", "score"), "ttft_ms_p50": ("TTFT\nms", "ms"),
                "total_ms_p50": ("total\nms", "ms"), "tokens_per_s": ("tok/s", "speed"),
                "reasoning_chars": ("reas.\nchars", "int"), "errors": ("err", "int")}  # fmt: skip
     for key, (header, _) in columns.items():
-        text = key in ("model", "effort")
         table.add_column(
-            header, justify="left" if text else "right", overflow="fold",
-            min_width=12 if key == "model" else None, no_wrap=not text,
+            header, justify="left" if key in ("model", "effort") else "right", overflow="fold",
+            min_width=12 if key == "model" else None, no_wrap=key != "model",
         )  # fmt: skip
     for s in summary:
         table.add_row(*(shown(fmt(s[key], kind)) for key, (_, kind) in columns.items()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -154,7 +155,7 @@ def scatter_svg(
         parts.append(
             f'<line class="grid" x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{top}" y2="{top + plot_h}"/>'
             f'<text class="tick" x="{sx(x):.1f}" y="{top + plot_h + 18}" text-anchor="middle">'
-            f"{_e(fmt(x, 'ms') if x_max >= 100 else fmt(x, 'one'))}</text>"
+            f"{_e(fmt(x, 'ms') if x_max >= 100 else f'{x:g}')}</text>"
         )
     for y in ys:
         parts.append(
@@ -169,26 +170,41 @@ def scatter_svg(
         f'<text class="axis" transform="translate(16 {top + plot_h / 2}) rotate(-90)" '
         f'text-anchor="middle">{_e(y_label)}</text>'
     )
-    placed: list[tuple[float, float, float]] = []  # label boxes: x0, x1, baseline y
+    dots = [(sx(p.x), sy(p.y)) for p in points]
+    boxes: list[tuple[float, float, float, float]] = []  # x0, y0, x1, y1 of placed labels
+
+    def free(x0: float, y0: float, w: float) -> bool:
+        """Whether a label box stays in the chart and clear of other labels and of dots."""
+        x1, y1 = x0 + w, y0 + 14
+        if x0 < left or x1 > width - 2 or y0 < 0 or y1 > top + plot_h + 4:
+            return False
+        if any(x0 < bx1 and x1 > bx0 and y0 < by1 and y1 > by0 for bx0, by0, bx1, by1 in boxes):
+            return False
+        return not any(x0 - 6 < dx < x1 + 6 and y0 - 6 < dy < y1 + 6 for dx, dy in dots)
+
     for p in sorted(points, key=lambda p: (-p.y, p.x)):
         cx, cy = sx(p.x), sy(p.y)
-        w = _text_width(p.label)
-        anchor_left = cx + 9 + w > width - 4
-        x0 = cx - 9 - w if anchor_left else cx + 9
-        y = cy + 4
-        while any(abs(y - py) < 14 and x0 < px1 and x0 + w > px0 for px0, px1, py in placed):
-            y += 14
-        placed.append((x0, x0 + w, y))
         parts.append(
             f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5.5" fill="{p.color}">'
             f"<title>{_e(p.label)}: {_e(p.x)}, {_e(p.y)}</title></circle>"
         )
-        if abs(y - (cy + 4)) > 1:
+        w = _text_width(p.label)
+        # Beside the dot (right, then left), else ever further below or above it.
+        candidates = [(cx + 9, cy - 7), (cx - 9 - w, cy - 7)] + [
+            (x, cy - 7 + dy)
+            for step in range(1, 12)
+            for dy in (14 * step, -14 * step)
+            for x in (cx + 9, cx - 9 - w, cx - w / 2)
+        ]
+        x0, y0 = next(((x, y) for x, y in candidates if free(x, y, w)), candidates[0])
+        boxes.append((x0, y0, x0 + w, y0 + 14))
+        if abs(y0 - (cy - 7)) > 1:
+            edge = min(max(cx, x0), x0 + w)
             parts.append(
                 f'<line class="leader" x1="{cx:.1f}" y1="{cy:.1f}" '
-                f'x2="{x0 + (w if anchor_left else 0):.1f}" y2="{y - 4:.1f}"/>'
+                f'x2="{edge:.1f}" y2="{y0 + (14 if y0 < cy else 0):.1f}"/>'
             )
-        parts.append(f'<text class="label" x="{x0:.1f}" y="{y:.1f}">{_e(p.label)}</text>')
+        parts.append(f'<text class="label" x="{x0:.1f}" y="{y0 + 11:.1f}">{_e(p.label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -211,7 +227,7 @@ def bars_svg(
         )
         for name in series:
             value = values.get(name)
-            w = plot_w * (value or 0)
+            w = plot_w * value if value else 0 if value is None else 2  # a stub shows a zero
             parts.append(
                 f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar - 3}" '
                 f'fill="{colors[name]}"><title>{_e(name)} · {_e(group)}: '
@@ -234,7 +250,7 @@ def bars_svg(
     height = y + 40
     parts.append(
         f'<text class="axis" x="{label_w + plot_w / 2}" y="{height - 4}" text-anchor="middle">'
-        f"{_e(value_label)} (0–1)</text></svg>"
+        f"{_e(value_label)}</text></svg>"
     )
     return (
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
@@ -272,7 +288,7 @@ ANSWER_COLUMNS = [
     Column("citation_hit", "cited evidence (rate)", "rate", "a cited passage holds the evidence"),
     Column("correctness", "correct (1–5)", "score", "judge: agrees with the reference"),
     Column("faithfulness", "faithful (1–5)", "score", "judge: every claim in the passages"),
-    Column("ttft_ms_p50", "first token p50 (ms)", "ms"),
+    Column("ttft_ms_p50", "first token p50 (ms)", "ms", "median time to the first token"),
     Column("total_ms_p50", "answer p50 (ms)", "ms", "time to the whole answer, retrieval excluded"),
     Column("tokens_per_s", "speed (tok/s)", "speed"),
     Column("reasoning_chars", "reasoning (chars)", "int"),
@@ -290,43 +306,40 @@ def answers_html(
     """The `eval answers` report."""
     judged = any(s["correctness"] is not None for s in summary)
     metric = "correctness" if judged else "citation_hit"
-    model_colors = _series_colors([s["model"] for s in summary])
+    labels = {(s["model"], s["effort"]): f"{s['model']} · {s['effort']}" for s in summary}
+    colors = _series_colors(list(labels.values()))
     points = [
-        Point(
-            f"{s['model']} · {s['effort']}", s["total_ms_p50"], s[metric], model_colors[s["model"]]
-        )
+        Point(labels[s["model"], s["effort"]], s["total_ms_p50"], s[metric], "")
         for s in summary
         if s["total_ms_p50"] is not None and s[metric] is not None
     ]
+    points = [Point(p.label, p.x, p.y, colors[p.label]) for p in points]
     y_label = "judge correctness (1–5)" if judged else "cited evidence (rate)"
     chart = scatter_svg(
         points, "median answer time (ms)", y_label, (1.0, 5.0) if judged else (0.0, 1.0)
     )
+    missing = [label for label in labels.values() if label not in {p.label for p in points}]
+    if missing:
+        chart += f'<p class="muted">Not plotted (no value): {_e(", ".join(missing))}</p>'
     sections = [
         ("Summary", sortable_table(ANSWER_COLUMNS, summary)),
         ("Quality against latency", chart),
     ]
     langs = sorted({r.lang for r in rows if r.lang})
     if len(langs) > 1:
-        series = [f"{s['model']} · {s['effort']}" for s in summary]
-        groups: dict[str, dict[str, float | None]] = {}
-        for lang in langs:
-            groups[lang] = {}
-            for s in summary:
-                hits = [
-                    float(r.citation_hit)
-                    for r in rows
-                    if r.lang == lang and (r.model, r.effort) == (s["model"], s["effort"])
-                    and not r.error
-                ]  # fmt: skip
-                groups[lang][f"{s['model']} · {s['effort']}"] = (
-                    sum(hits) / len(hits) if hits else None
-                )
+        hits: dict[tuple[str, str], list[float]] = {}
+        for r in rows:
+            if not r.error:
+                hits.setdefault((r.lang, labels[r.model, r.effort]), []).append(r.citation_hit)
+        groups = {
+            lang: {
+                label: statistics.fmean(h) if (h := hits.get((lang, label))) else None
+                for label in labels.values()
+            }
+            for lang in langs
+        }
         sections.append(
-            (
-                "Cited evidence per language",
-                bars_svg(groups, "cited evidence", _series_colors(series)),
-            )
+            ("Cited evidence per language", bars_svg(groups, "cited evidence (rate)", colors))
         )
     sections.append(("Questions", _answer_drilldown(rows)))
     return page(title, info, sections)
@@ -360,12 +373,16 @@ def _answer_drilldown(rows: Sequence[Row]) -> str:
     return "".join(out)
 
 
+def _out_of_5(score: int | None) -> str:
+    return MISSING if score is None else f"{score}/5"
+
+
 def _answer_block(r: Row) -> str:
     facts = " · ".join(
         [
             f"cited evidence {'✓' if r.citation_hit else '✗'}",
-            f"correct {fmt(r.correctness, 'int')}/5",
-            f"faithful {fmt(r.faithfulness, 'int')}/5",
+            f"correct {_out_of_5(r.correctness)}",
+            f"faithful {_out_of_5(r.faithfulness)}",
             f"first token {fmt(r.ttft_ms or None, 'ms')} ms",
             f"answer {fmt(r.total_ms or None, 'ms')} ms",
             f"{fmt(r.tokens_per_s, 'speed')} tok/s",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 from llm_server import Reply, ScriptedLLMServer
 from typer.testing import CliRunner
 
+from ossrag import cli
 from ossrag.cli import app
 from ossrag.compare import compare, load_cache, summarise
 from ossrag.config import load_settings
@@ -92,7 +92,9 @@ def test_compare_models_and_efforts(setup: tuple[Index, Path], llm: ScriptedLLMS
     index.close()
 
 
-def test_cli_eval_answers(setup: tuple[Index, Path], llm: ScriptedLLMServer) -> None:
+def test_cli_eval_answers(
+    setup: tuple[Index, Path], llm: ScriptedLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     index, question_set = setup
     db = index.settings.db
     index.close()
@@ -113,10 +115,18 @@ def test_cli_eval_answers(setup: tuple[Index, Path], llm: ScriptedLLMServer) -> 
     payload = json.loads(result.stdout)
     assert len(payload["rows"]) == 4 and len(payload["summary"]) == 2
     page = report.read_text()
-    png = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
-    assert png and base64.b64decode(png.group(1)).startswith(b"\x89PNG")
-    assert "See [1][2][3]." in page and "gpt-oss-120b" in page
+    assert page.count('<svg class="chart"') == 1 and "None" not in page
+    assert (
+        "<p>See [1][2][3].</p>" in page
+        and "<dt>models</dt><dd>gpt-oss-20b, gpt-oss-120b</dd>" in page
+    )
+    assert page.count("<strong>Judge:</strong> Supported.") == 2
+    # At 80 columns every header and model name stays whole.
+    monkeypatch.setattr(cli.out, "width", 80)
     table = runner.invoke(app, ["eval", "answers", str(question_set), "--model", "gpt-oss-20b",
-                                "--effort", "medium", *base], env={"COLUMNS": "200"})  # fmt: skip
-    assert table.exit_code == 0 and "cited ok" in table.stdout
-    assert re.search(r"gpt-oss-20b\s*│\s*medium\s*│\s*1\.0\s*│\s*4\.0", table.stdout)
+                                "--model", "gpt-oss-120b", "--judge", "judge",
+                                "--effort", "medium", *base])  # fmt: skip
+    assert table.exit_code == 0, table.stderr
+    assert max(len(line) for line in table.stdout.splitlines()) <= 80
+    assert re.search(r"gpt-oss-20b\s+medium\s+1\.000\s+4\.00\s+5\.00", table.stdout)
+    assert re.search(r"gpt-oss-120b\s+medium\s+0\.000\s+—\s+—", table.stdout)

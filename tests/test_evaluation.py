@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -88,8 +89,13 @@ def test_cli_eval_retrieval_json_with_baseline(tmp_path: Path, monkeypatch) -> N
     assert report["recall@10"] == pytest.approx(2 / 3, abs=1e-3)
     assert [m["id"] for m in report["misses"]["ossrag"]] == ["c"]
     # A second run reuses the cached stores: nothing is embedded again, same numbers.
-    again = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+    page = tmp_path / "report.html"
+    again = json.loads(CliRunner().invoke(app, [*args, "--json", "--html", str(page)]).stdout)
     assert again["recall@10"] == report["recall@10"]
+    html = page.read_text()
+    assert "None" not in html and html.count('<details class="question">') == 3
+    assert re.findall(r'<td class="text" data-sort="(\w+)">', html) == ["ossrag", "tutorial"]
+    assert f"<dt>corpus</dt><dd>{corpus}</dd>" in html
 
 
 def test_tutorial_baseline_returns_its_pieces_as_stored(
