@@ -80,7 +80,7 @@ def _e(text: Any) -> str:
 def sortable_table(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> str:
     """A table the page's script sorts by any column (missing values always last)."""
     head = "".join(
-        f'<th scope="col" aria-sort="none" title="{_e(c.help or c.label)}"'
+        f'<th scope="col" aria-sort="none" title="{_e(c.help or c.label)}; click to sort"'
         f' class="{"text" if c.kind == "text" else "num"}">'
         f'<button type="button">{_e(c.label)}</button></th>'
         for c in columns
@@ -288,7 +288,7 @@ ANSWER_COLUMNS = [
     Column("citation_hit", "cited evidence (rate)", "rate", "a cited passage holds the evidence"),
     Column("correctness", "correct (1–5)", "score", "judge: agrees with the reference"),
     Column("faithfulness", "faithful (1–5)", "score", "judge: every claim in the passages"),
-    Column("ttft_ms_p50", "first token p50 (ms)", "ms", "median time to the first token"),
+    Column("ttft_ms_p50", "TTFT p50 (ms)", "ms", "median time to the first token"),
     Column("total_ms_p50", "answer p50 (ms)", "ms", "time to the whole answer, retrieval excluded"),
     Column("tokens_per_s", "speed (tok/s)", "speed"),
     Column("reasoning_chars", "reasoning (chars)", "int"),

@@ -20,7 +20,7 @@ from fastapi.params import Depends
 from ossrag.config import Settings
 from ossrag.index import Index
 from ossrag.loaders import loader_for
-from ossrag.server import ApiError, IngestJobs, IngestRequest, check_ingest_paths
+from ossrag.server import ApiError, IngestJobs, IngestRequest, _api_error, check_ingest_paths
 
 UPLOAD_DIR = "uploads"  # inside the first allowed root
 MAX_FILES_LISTED = 1000
@@ -70,7 +70,10 @@ def web_router(
     @router.get("/v1/store")
     async def store() -> dict[str, Any]:
         """Files, chunks, last sync (a finished ingest of this server) and ingest jobs."""
-        return await anyio.to_thread.run_sync(store_overview, index, jobs)
+        try:
+            return await anyio.to_thread.run_sync(store_overview, index, jobs)
+        except Exception as exc:
+            raise _api_error(exc) from None
 
     @router.post("/v1/upload", status_code=202)
     async def upload(

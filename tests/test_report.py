@@ -217,6 +217,8 @@ def test_reports_sort_in_the_browser(chromium: Any, tmp_path: Path) -> None:
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.goto(answers.as_uri())
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "report_answers_top.png"))
 
     def column(n: int) -> list[str]:
         return page.locator(f"table.sortable tbody td:nth-child({n})").all_inner_texts()
@@ -233,7 +235,6 @@ def test_reports_sort_in_the_browser(chromium: Any, tmp_path: Path) -> None:
         "Qwen/Qwen3-30B-A3B-Instruct-2507", "gpt-oss-20b", "gpt-oss-20b",
         "gpt-oss-120b", "gpt-oss-120b",
     ]  # fmt: skip
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "report_answers.png"), full_page=True)
     page.click("details.question >> nth=1")
     page.click("details.question >> nth=1 >> details.reasoning summary >> nth=0")

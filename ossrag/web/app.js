@@ -346,7 +346,7 @@ $("#store-close").addEventListener("click", () => toggleStore(false));
 
 const numbers = new Intl.NumberFormat();
 
-function ago(seconds) {
+function formatTime(seconds) {
   if (!seconds) return "—";
   const when = new Date(seconds * 1000);
   return when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
@@ -417,7 +417,7 @@ async function refreshStore() {
   const store = await response.json();
   $("#stat-files").textContent = numbers.format(store.files);
   $("#stat-chunks").textContent = numbers.format(store.chunks);
-  $("#stat-sync").textContent = ago(store.last_sync);
+  $("#stat-sync").textContent = formatTime(store.last_sync);
   renderJobs(store.jobs);
   renderFiles(store);
   if (store.jobs.some((job) => job.status === "queued" || job.status === "running")) {
