@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 MISSING = "—"
 PALETTE = ("#2952c8", "#d9480f", "#2b8a3e", "#ae3ec9", "#e67700", "#0b7285", "#c2255c", "#5c940d")
-_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+# Raw HTML is escaped and images stay text: a report never loads anything.
+_markdown = MarkdownIt("commonmark", {"html": False}).enable("table").disable("image")
 
 
 # --------------------------------------------------------------------------- numbers

@@ -88,7 +88,9 @@ def web_router(
             raise ApiError(400, "body: the file is empty")
         folder = Path(settings.allowed_roots[0]).expanduser().resolve() / UPLOAD_DIR
         target = await anyio.to_thread.run_sync(_save, folder, filename, data)
-        paths = check_ingest_paths([str(target)], settings.allowed_roots, [], [])
+        paths = await anyio.to_thread.run_sync(
+            check_ingest_paths, [str(target)], settings.allowed_roots, [], []
+        )
         job = jobs.submit(paths, IngestRequest(paths=[str(target)], prune=False))
         return {**job.to_dict(), "saved": str(target)}
 

@@ -64,7 +64,9 @@ def made_up_rows() -> list[Row]:
             if qid == "q2":
                 answer = "Back up with:\n\n```bash\nmilvus-backup create -n nightly\n```\n\n[1]"
             if model == "gpt-oss-120b" and qid == "q3":
-                answer = "Three <script>alert(1)</script> query nodes [1]."
+                answer = (
+                    "Three <script>alert(1)</script> query nodes [1]. ![x](https://x.test/a.png)"
+                )
             rows.append(
                 Row(
                     model=model,
@@ -168,9 +170,10 @@ def test_answers_report_structure() -> None:
     assert "Not plotted (no value): Qwen/Qwen3-30B-A3B-Instruct-2507 · low" in page
     number = re.compile(r"^(—|\d{1,3}(,\d{3})*(\.\d+)?)$")
     assert all(number.match(c) for row in cells for c in row[2:])
-    # Self-contained: one script (the sorter), no external resource, the hostile answer escaped.
+    # Self-contained: one script (the sorter), nothing loaded (an image in an answer stays a
+    # link), the hostile answer escaped.
     assert page.count("<script>") == 1 and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page) and "<link" not in page
+    assert " src=" not in page and "<link" not in page and "<img" not in page
     # Settings, both charts and a drill-down per question with its parts.
     for key, value in INFO.items():
         assert f"<dt>{key}</dt><dd>{value}</dd>" in page

@@ -293,7 +293,7 @@ def test_conversation_markdown_citations(open_page: Any) -> None:
     ask(page, "hostile input please")
     last = page.locator(".answer").last
     assert page.evaluate("window.pwned") is None
-    assert last.locator("script, [onerror]").count() == 0
+    assert last.locator("script, img, [onerror]").count() == 0
     assert last.locator("a").get_attribute("href") is None
     assert last.locator("code").inner_text() == "[1]"
     assert last.locator(".cite").all_inner_texts() == ["1"]

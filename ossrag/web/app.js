@@ -39,7 +39,8 @@ function showError(el, message) {
 
 // ---------------------------------------------------------------- markdown
 
-const SANITIZE = { FORBID_TAGS: ["style", "form", "input", "button"], FORBID_ATTR: ["style"] };
+// No images either: a document or an answer must not make the browser fetch anything.
+const SANITIZE = { FORBID_TAGS: ["style", "form", "input", "button", "img"], FORBID_ATTR: ["style"] };
 
 /** Markdown to sanitized DOM nodes: code highlighted and given a copy button. */
 function renderMarkdown(el, text) {
@@ -262,6 +263,7 @@ async function ask(question) {
         sources = chunk.sources;
         renderSources(sourcesEl, sources, null);
       }
+      if (chunk.notice) $(".meta", turn).textContent += ` · ${chunk.notice}`;
       if (chunk.cited) renderSources(sourcesEl, sources, chunk.cited);
       const delta = (chunk.choices && chunk.choices[0] && chunk.choices[0].delta) || {};
       if (delta.reasoning) {
