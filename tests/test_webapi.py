@@ -65,7 +65,10 @@ def wait_done(http: httpx.Client, job_id: str) -> dict[str, Any]:
 
 def test_store_then_upload(served: tuple[httpx.Client, Path]) -> None:
     http, allowed = served
-    assert httpx.get(str(http.base_url) + "/v1/store").status_code == 401
+    anonymous = httpx.Client(base_url=str(http.base_url), timeout=30)
+    assert anonymous.get("/v1/store").status_code == 401
+    assert anonymous.post("/v1/upload", params={"name": "a.md"}, content=b"# a").status_code == 401
+    assert not (allowed / "uploads" / "a.md").exists()
     store = http.get("/v1/store").json()
     assert (store["files"], store["last_sync"], store["jobs"]) == (3, None, [])
     assert [f["source"] for f in store["file_list"]] == [
