@@ -1,6 +1,6 @@
 """The web UI in a real browser: headless Chromium (Debian's) driven by Playwright, axe-core for
-accessibility, under the strict CSP the server sends. Screenshots go to $OSSRAG_ARTIFACTS
-(default /tmp/ossrag-artifacts); the path is printed."""
+accessibility, under the strict CSP the server sends (any violation fails the test).
+Screenshots go to $OSSRAG_ARTIFACTS (default /tmp/ossrag-artifacts); the path is printed."""
 
 from __future__ import annotations
 
@@ -37,7 +37,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-CSP = "default-src 'self'; frame-ancestors 'none'"
 KEY = "ui-key"
 ARTIFACTS = Path(os.environ.get("OSSRAG_ARTIFACTS", "/tmp/ossrag-artifacts"))
 REASONING = "Passage [1] says the engine keeps vectors in object storage."
@@ -59,12 +58,14 @@ hits = client.search("docs", data=[vector], limit=3)
 ```"""
 ANSWER_TEXT_START = "Inserted vectors live in object storage such as MinIO or S3"
 HOSTILE = (
-    'Careful <img src="x" onerror="window.pwned=1"> <script>window.pwned=2</script>'
+    'A hostile answer <img src="x" onerror="window.pwned=1"> <script>window.pwned=2</script>'
     "[evil](javascript:window.pwned=3) and `[1]` in code [1]."
 )
 
 
 def respond(body: dict[str, Any]) -> Reply:
+    """HOSTILE for a question with "hostile" in it (and for the follow-up rewrite of one, whose
+    reply then carries the word on into the answer's prompt), else ANSWER."""
     last = body["messages"][-1]["content"]
     if "hostile" in last:
         return Reply(content=HOSTILE)
@@ -75,7 +76,7 @@ def respond(body: dict[str, Any]) -> Reply:
 def served(
     tmp_path_factory: pytest.TempPathFactory, embedder: Embedder
 ) -> Iterator[tuple[LiveServer, Path]]:
-    """The fixture docs served with an API key and the CSP; uploads allowed under allowed/."""
+    """The fixture docs served with an API key; uploads allowed under allowed/."""
     work = tmp_path_factory.mktemp("web")
     allowed = work / "allowed"
     write_docs(allowed / "docs")
@@ -96,14 +97,6 @@ def served(
         index = Index(settings, embedder=embedder)
         index.ingest([allowed / "docs"])
         app = create_app(settings, index)
-
-        @app.middleware("http")
-        async def csp(request: Any, call_next: Any) -> Any:  # what the hardened server sends
-            response = await call_next(request)
-            if not request.url.path.startswith("/docs"):  # swagger's page has inline script
-                response.headers["Content-Security-Policy"] = CSP
-            return response
-
         try:
             with LiveServer(app) as live:
                 yield live, allowed
@@ -142,7 +135,9 @@ def open_page(
         errors: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if blocked_or_broken(m) else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(served[0].url)
+        response = page.goto(served[0].url)
+        assert response is not None
+        assert "default-src 'self'" in response.headers["content-security-policy"]
         page.fill("#api-key", KEY)
         page.press("#api-key", "Tab")
         page.wait_for_function("() => document.querySelector('#stat-files').textContent !== '—'")
