@@ -380,6 +380,15 @@ def test_dark_and_narrow(open_page: Any) -> None:
     assert serious_violations(narrow) == []
     narrow.keyboard.press("Escape")
     assert not narrow.is_visible("#store")
+
+    # The agent is one more mode (with no tool call scripted, its answer cites nothing).
+    sent = chat_requests(narrow)
+    narrow.click("#new-chat")
+    narrow.select_option("#mode", "ossrag-agent")
+    ask(narrow, "Where does the engine keep inserted vectors?")
+    assert sent[0]["model"] == "ossrag-agent"
+    assert narrow.text_content(".meta") == "medium effort · agent (the model searches)"
+    assert narrow.locator(".answer strong").inner_text() == "object storage"
     assert errors == [] and narrow_errors == []
 
 

@@ -3,7 +3,13 @@
 "use strict";
 
 const $ = (selector, root = document) => root.querySelector(selector);
-const MODE_NAMES = { ossrag: "default mode", "ossrag-hybrid": "hybrid", "ossrag-dense": "dense", "ossrag-bm25": "BM25" };
+const MODE_NAMES = {
+  ossrag: "default mode",
+  "ossrag-hybrid": "hybrid",
+  "ossrag-dense": "dense",
+  "ossrag-bm25": "BM25",
+  "ossrag-agent": "agent (the model searches)",
+};
 let messages = []; // the conversation so far, sent whole so the engine handles follow-ups
 let controller = null; // aborts the answer being streamed
 let pollTimer = null;
