@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     )
     insecure: bool = Field(False, description="allow a non-loopback host without API keys")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
+    max_upload_bytes: int = Field(
+        50_000_000, ge=1024, description="larger files dropped on the web UI get 413"
+    )
     request_timeout: float = Field(300.0, gt=0, description="seconds a request may take")
 
     @field_validator("api_keys", "allowed_roots", "allowed_hosts", "cors_origins", mode="before")

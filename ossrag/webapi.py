@@ -1,7 +1,7 @@
 """Read-only store overview and drag-and-drop upload for the web UI (routes of `ossrag serve`).
 
 `GET /v1/store`: files, chunks, last sync and ingest jobs. `POST /v1/upload?name=F`: the raw
-request body (at most OSSRAG_MAX_BODY_BYTES) saved as F in an `uploads` directory inside the
+request body (at most OSSRAG_MAX_UPLOAD_BYTES) saved as F in an `uploads` directory inside the
 first allowed root, then ingested through the same checks and job queue as `POST /v1/ingest`.
 """
 
@@ -75,7 +75,7 @@ def web_router(
         except Exception as exc:
             raise _api_error(exc) from None
 
-    @router.post("/v1/upload", status_code=202)
+    @router.post("/v1/upload", status_code=202, max_body_size=settings.max_upload_bytes)
     async def upload(
         request: Request, name: str = Query(min_length=1, max_length=255)
     ) -> dict[str, Any]:
@@ -83,7 +83,7 @@ def web_router(
         if not settings.allowed_roots:
             raise ApiError(400, "upload is off: set OSSRAG_ALLOWED_ROOTS / --allowed-root")
         filename = safe_name(name)
-        data = await request.body()  # the app refuses bodies over max_body_bytes with 413
+        data = await request.body()  # over max_upload_bytes: 413 before this returns
         if not data:
             raise ApiError(400, "body: the file is empty")
         folder = Path(settings.allowed_roots[0]).expanduser().resolve() / UPLOAD_DIR
