@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_web_ui import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from test_web_ui import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, serious_violations
 
 from ossrag.compare import Row, summarise
 from ossrag.evaluation import EvalItem, EvalReport, Outcome
@@ -242,10 +242,12 @@ def test_reports_sort_in_the_browser(chromium: Any, tmp_path: Path) -> None:
     page.click("details.question >> nth=1")
     page.click("details.question >> nth=1 >> details.reasoning summary >> nth=0")
     page.screenshot(path=str(ARTIFACTS / "report_answers_question.png"), full_page=True)
+    assert serious_violations(page) == []
     page.goto(retrieval.as_uri())
     page.click("th:nth-child(7) button")
     assert column(1) == ["ossrag", "tutorial"]
     page.screenshot(path=str(ARTIFACTS / "report_retrieval.png"), full_page=True)
     print(f"screenshots: {ARTIFACTS}/report_*.png")
+    assert serious_violations(page) == []
     assert all(url.startswith("file://") for url in requests)
     page.close()
