@@ -245,6 +245,8 @@ def test_conversation_markdown_citations(open_page: Any) -> None:
     assert preview == (
         "[1] guide/storage.md › Storage guide › Where does the engine keep data? › lines 6–8"
     )
+    page.keyboard.press("Escape")
+    assert not page.is_visible("#preview")
     chip.click()
     assert page.is_visible("#passage") and not page.is_visible("#preview")
     assert page.text_content("#passage-source") == "guide/storage.md"
