@@ -132,6 +132,58 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class PlainErrorsAsJson:
+    """Error responses Starlette writes in plain text (a body over the size limit: 413) are
+    rewritten in OpenAI's JSON error shape, like every other error of the API."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: Message | None = None
+        text = b""
+
+        async def send_json_errors(message: Message) -> None:
+            nonlocal held, text
+            if message["type"] == "http.response.start":
+                content_type = dict(message.get("headers", [])).get(b"content-type", b"")
+                if message["status"] >= 400 and content_type.startswith(b"text/plain"):
+                    held = message
+                    return
+            elif held is not None and message["type"] == "http.response.body":
+                text += message.get("body", b"")
+                if message.get("more_body"):
+                    return
+                body = json.dumps(
+                    {
+                        "error": {
+                            "message": text.decode(errors="replace"),
+                            "type": "invalid_request_error",
+                            "param": None,
+                            "code": None,
+                        }
+                    }
+                ).encode()
+                headers = [
+                    (name, value)
+                    for name, value in held.get("headers", [])
+                    if name.lower() not in (b"content-type", b"content-length")
+                ]
+                headers += [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ]
+                await send({**held, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+            await send(message)
+
+        await self.app(scope, receive, send_json_errors)
+
+
 _SET_HERE = frozenset(
     {b"content-security-policy", b"x-content-type-options", b"referrer-policy", b"x-frame-options"}
 )

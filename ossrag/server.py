@@ -41,13 +41,20 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from swagger_ui_bundle import swagger_ui_path
 
 from ossrag.agent import ToolStep
 from ossrag.budget import ContextBudgetError
 from ossrag.config import ConfigError, Effort, Mode, Settings
 from ossrag.embeddings import EmbedderError
-from ossrag.http_guards import HostCheck, SecurityHeaders, allowed_host_names, script_hash
+from ossrag.http_guards import (
+    HostCheck,
+    PlainErrorsAsJson,
+    SecurityHeaders,
+    allowed_host_names,
+    script_hash,
+)
 from ossrag.index import Index
 from ossrag.ingest import Progress
 from ossrag.llm import ContentDelta, LLMError, ReasoningDelta
@@ -632,7 +639,6 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
         summary="Answers from your documents, as an OpenAI-compatible model",
         version="0.1.0",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
         docs_url=None,  # served below from the swagger-ui-bundle package: no CDN, works offline
         redoc_url=None,
     )
@@ -644,6 +650,10 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    # Starlette's body limit as the innermost middleware (not FastAPI's app-wide one, which
+    # sits outside them all), so its 413 gets the JSON shape and the security headers.
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
+    app.add_middleware(PlainErrorsAsJson)
     hosts = allowed_host_names(settings)
     if "*" not in hosts:
         app.add_middleware(HostCheck, allowed_hosts=hosts)

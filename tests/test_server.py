@@ -216,6 +216,8 @@ def test_oversize_bodies_get_413(http: httpx.Client) -> None:
     big = {"query": "x" * 5000}
     response = http.post("/v1/search", json=big)
     assert response.status_code == 413
+    assert response.json()["error"]["message"] == "Content Too Large"  # JSON, like every error
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
 
     def chunked() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
         yield json.dumps(big).encode()
@@ -224,6 +226,7 @@ def test_oversize_bodies_get_413(http: httpx.Client) -> None:
         "/v1/search", content=chunked(), headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 413
+    assert response.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_serve_refuses_a_public_address_without_a_key() -> None:
