@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from ossrag.budget import Budget, prompt_tokens
 from ossrag.config import Mode
+from ossrag.filters import Filter
 from ossrag.llm import (
     ContentDelta,
     EmptyAnswerError,
@@ -161,7 +162,9 @@ class Agent:
         mode: Mode = "hybrid",
         max_calls: int = 6,
         timeout: float = 120.0,
+        where: Filter | None = None,
     ) -> None:
+        self.where = where  # search_docs keeps to these files
         self.retriever = retriever
         self.store = store
         self.llm = llm
@@ -396,7 +399,8 @@ class _Run:
         if not query:
             raise ValueError("query is empty")
         k = max(1, min(MAX_K, int(args.get("k") or self.agent.k)))
-        result: SearchResult = self.agent.retriever.search(query, k, self.agent.mode)
+        agent = self.agent
+        result: SearchResult = agent.retriever.search(query, k, agent.mode, agent.where)
         return f"searching: {query}", result.passages
 
     def _open(self, args: dict[str, Any]) -> tuple[str, list[Passage]]:

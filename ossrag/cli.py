@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -632,6 +633,48 @@ def serve(
         from ossrag.server import serve as run_server  # FastAPI loads only for this command
 
         run_server(settings)
+
+
+@app.command("mcp")
+def mcp_stdio(
+    ask: Annotated[
+        bool | None,
+        typer.Option("--ask/--no-ask", help="offer the ask tool [default: if the LLM answers]"),
+    ] = None,
+    k: KOpt = None,
+    mode: ModeOpt = None,
+    effort: EffortOpt = None,
+    db: DbOpt = None,
+    token: TokenOpt = None,
+    collection: CollectionOpt = None,
+    embedder: EmbedderOpt = None,
+    embed_base_url: EmbedUrlOpt = None,
+    llm: LlmOpt = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Serve the index to MCP clients (Claude Desktop, Cursor, VS Code) over stdio."""
+    with _user_errors():
+        settings = _settings(
+            top_k=k, mode=mode, effort=effort, db=db, token=token, collection=collection,
+            embedder=embedder, embed_base_url=embed_base_url, llm=llm, base_url=base_url,
+            model=model, api_key=api_key,
+        )  # fmt: skip
+        from ossrag.mcp_server import build_mcp_server, serve_stdio  # the SDK loads only here
+
+        index = Index(settings)
+        try:
+            with redirect_stdout(sys.stderr):  # stdout is the protocol's alone
+                index.embedder.embed_query("warm up")
+                index.store.info()
+                if ask is None:
+                    ask, detail = index.llm.check()
+                    if not ask:
+                        err.print(f"[dim]no ask tool: LLM not answering: {shown(detail)}[/]")
+            serve_stdio(build_mcp_server(index, ask=ask))
+        finally:
+            index.close()
 
 
 def main() -> None:

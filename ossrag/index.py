@@ -9,17 +9,19 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ossrag.agent import Agent, AgentEvent
+from ossrag.agent import MAX_OPEN_CHUNKS, Agent, AgentEvent
 from ossrag.budget import Budget
 from ossrag.config import Mode, Settings, load_settings
 from ossrag.embeddings import DEFAULT_ENCODER, Embedder, Encoder, QueryBatcher, load_embedder
+from ossrag.filters import Filter
 from ossrag.ingest import Chunker, Ingestor, IngestReport, ProgressCallback
 from ossrag.llm import LLMClient, LLMConfig, LLMError
+from ossrag.models import Passage
 from ossrag.rag import Answer, AskEvent, Rewritten, stream_answer
 from ossrag.rerank import load_reranker
-from ossrag.retrieval import Retriever, SearchResult
+from ossrag.retrieval import Retriever, SearchResult, passage_from_row
 from ossrag.rewrite import REWRITE_OFF, expand_query, standalone_question
-from ossrag.store import Store
+from ossrag.store import FileRecord, Store
 from ossrag.structured import BASE_SCHEMA, StructuredAnswer, answer_structured
 
 
@@ -135,7 +137,13 @@ class Index:
         )
 
     def search(
-        self, query: str, k: int | None = None, mode: Mode | None = None, *, rewrite: bool = False
+        self,
+        query: str,
+        k: int | None = None,
+        mode: Mode | None = None,
+        *,
+        rewrite: bool = False,
+        where: Filter | None = None,
     ) -> SearchResult:
         """Passages for a query; `rewrite` adds LLM-written English queries (see ossrag.rewrite).
 
@@ -146,16 +154,16 @@ class Index:
         """
         k, mode = k or self.settings.top_k, mode or self.settings.mode
         if not rewrite:
-            return self.retriever.search(query, k, mode)
+            return self.retriever.search(query, k, mode, where)
         try:
             queries = expand_query(self.llm, query)
         except LLMError as exc:
-            result = self.retriever.search(query, k, mode)
+            result = self.retriever.search(query, k, mode, where)
             return replace(result, notice=f"{REWRITE_OFF}: {exc}")
         if len(queries) > 1 and self.retriever.reads_foreign(query):
-            result = self.retriever.search_many(queries[1:], k, mode)
+            result = self.retriever.search_many(queries[1:], k, mode, where)
             return replace(result, translation=queries[1])
-        return self.retriever.search_many(queries, k, mode)
+        return self.retriever.search_many(queries, k, mode, where)
 
     def ask_stream(
         self,
@@ -165,6 +173,7 @@ class Index:
         mode: Mode | None = None,
         effort: str | None = None,
         history: Sequence[dict[str, Any]] = (),
+        where: Filter | None = None,
     ) -> Iterator[AskEvent]:
         """Retrieve, then stream the answer: see `ossrag.rag.stream_answer`.
 
@@ -174,7 +183,7 @@ class Index:
         standalone = standalone_question(self.llm, question, history)
         if standalone != question:
             yield Rewritten(standalone)
-        result, retrieve_ms = self._timed_search(standalone, k, mode)
+        result, retrieve_ms = self._timed_search(standalone, k, mode, where)
         yield from stream_answer(
             standalone,
             result,
@@ -193,12 +202,14 @@ class Index:
         mode: Mode | None = None,
         effort: str | None = None,
         history: Sequence[dict[str, Any]] = (),
+        where: Filter | None = None,
     ) -> Iterator[AgentEvent]:
         """Let the model search through tools, then answer: see `ossrag.agent`."""
         s = self.settings
         agent = Agent(
             self.retriever, self.store, self.llm, self.budget, k=k or s.top_k,
             mode=mode or s.mode, max_calls=s.agent_max_calls, timeout=s.agent_timeout,
+            where=where,
         )  # fmt: skip
         yield from agent.stream(question, effort=effort or s.effort, history=history)
 
@@ -211,21 +222,22 @@ class Index:
         mode: Mode | None = None,
         effort: str | None = None,
         history: Sequence[dict[str, Any]] = (),
+        where: Filter | None = None,
     ) -> StructuredAnswer:
         """A validated JSON answer (see `ossrag.structured`; `schema` from `load_schema`); a
         follow-up is rewritten to stand alone first, as in `ask_stream`."""
         question = standalone_question(self.llm, question, history)
-        result, retrieve_ms = self._timed_search(question, k, mode)
+        result, retrieve_ms = self._timed_search(question, k, mode, where)
         return answer_structured(
             question, result, self.llm, self.budget, schema=schema,
             effort=effort or self.settings.effort, history=history, retrieve_ms=retrieve_ms,
         )  # fmt: skip
 
     def _timed_search(
-        self, question: str, k: int | None, mode: Mode | None
+        self, question: str, k: int | None, mode: Mode | None, where: Filter | None = None
     ) -> tuple[SearchResult, float]:
         started = time.perf_counter()
-        result = self.search(question, k, mode, rewrite=self.rewrites(question))
+        result = self.search(question, k, mode, rewrite=self.rewrites(question), where=where)
         return result, (time.perf_counter() - started) * 1000
 
     def rewrites(self, question: str) -> bool:
@@ -238,6 +250,22 @@ class Index:
             if isinstance(event, Answer):
                 return event
         raise AssertionError("stream_answer always ends with an Answer")
+
+    def read_source(
+        self, source: str, start_line: int, end_line: int, limit: int = MAX_OPEN_CHUNKS
+    ) -> list[Passage]:
+        """The stored chunks of one file that overlap a line range, in line order (at most
+        `limit`); empty when nothing of that file is stored there."""
+        if self.store.info() is None:
+            return []
+        rows = self.store.chunks_in_range(source, start_line, end_line, limit)
+        return [passage_from_row(n, 0.0, row) for n, row in enumerate(rows, 1)]
+
+    def files(self) -> list[FileRecord]:
+        """The stored files, by source."""
+        if self.store.info() is None:
+            return []
+        return sorted(self.store.files().values(), key=lambda r: (r.source, r.root))
 
     def status(self, check_llm: bool = True) -> dict[str, Any]:
         info = self.store.info()

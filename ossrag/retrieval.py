@@ -12,6 +12,7 @@ import numpy as np
 from ossrag.config import Fusion, Mode
 from ossrag.crosslingual import reads_foreign
 from ossrag.embeddings import Embedder
+from ossrag.filters import Filter
 from ossrag.models import Passage
 from ossrag.rerank import Reranker
 from ossrag.search_index import (
@@ -80,17 +81,23 @@ class Retriever:
         self.rrf_k = rrf_k
         self.depth = depth
 
-    def search(self, query: str, k: int = 5, mode: Mode = "hybrid") -> SearchResult:
-        """The best k passages; neighbouring chunks of one section come back as one passage."""
-        result = self.chunks(query, k * MERGE_POOL, mode)
+    def search(
+        self, query: str, k: int = 5, mode: Mode = "hybrid", where: Filter | None = None
+    ) -> SearchResult:
+        """The best k passages; neighbouring chunks of one section come back as one passage.
+        `where` keeps only passages of the files it accepts (see ossrag.filters)."""
+        result = self.chunks(query, k * MERGE_POOL, mode, where)
         return replace(result, passages=merge_neighbours(result.passages, k, self.holds_nothing))
 
-    def chunks(self, query: str, k: int, mode: Mode) -> SearchResult:
+    def chunks(self, query: str, k: int, mode: Mode, where: Filter | None = None) -> SearchResult:
         """The best k chunks as stored, each its own passage (search merges and dedupes them)."""
         info = self.store.info()
         if info is None:
             return SearchResult([], mode, "the store is empty: run `ossrag ingest PATH` first")
         self.store.ensure(self.embedder.name, self.embedder.dim)
+        scope = self.store.scope(where) if where else None
+        if scope is not None and not scope.kept:
+            return SearchResult([], mode, "no stored file matches the filter")
         notice = ""
         if mode != "dense" and not info.bm25:
             notice = "this Milvus has no BM25 full-text search (needs ≥ 2.5): using dense search"
@@ -103,19 +110,20 @@ class Retriever:
         text = f"{query}\n{translation}" if translation else query
         first = max(k, self.rerank_depth) if self.reranker else k  # passages from the first stage
         if mode == "bm25":
-            hits = self.store.search_bm25(text, first)
+            hits = self.store.search_bm25(text, first, scope)
         elif mode == "dense":
-            hits = self.store.search_dense(self.embedder.embed_query(text), first)
+            hits = self.store.search_dense(self.embedder.embed_query(text), first, scope)
         else:
             vector = self.embedder.embed_query(text)
             depth = max(self.depth, first)
             if self.fusion == "rrf":
-                hits = self.store.search_hybrid(vector, text, first, depth, Reciprocal(self.rrf_k))
+                fusion: Reciprocal | Relative | Weighted = Reciprocal(self.rrf_k)
+                hits = self.store.search_hybrid(vector, text, first, depth, fusion, scope)
                 # RRF gives at most 2/(k+1) (first in both routes): scale that to 1.0.
                 hits = [Hit(hit.distance * (self.rrf_k + 1) / 2, hit.entity) for hit in hits]
             else:
                 fusion = score_fusion(self.fusion, self.dense_weight, translated=bool(translation))
-                hits = self.store.search_hybrid(vector, text, first, depth, fusion)
+                hits = self.store.search_hybrid(vector, text, first, depth, fusion, scope)
         passages = [_passage(rank, hit) for rank, hit in enumerate(hits, 1)]
         if self.reranker and passages:
             passages = _rerank(self.reranker, text, passages)
@@ -127,10 +135,14 @@ class Retriever:
         return reads_foreign(question, lexicon.known if lexicon else frozenset())
 
     def search_many(
-        self, queries: Sequence[str], k: int = 5, mode: Mode = "hybrid"
+        self,
+        queries: Sequence[str],
+        k: int = 5,
+        mode: Mode = "hybrid",
+        where: Filter | None = None,
     ) -> SearchResult:
         """Search each query and fuse the rankings by reciprocal rank (the first query leads)."""
-        results = [self.chunks(query, max(k, self.depth // 2), mode) for query in queries]
+        results = [self.chunks(query, max(k, self.depth // 2), mode, where) for query in queries]
         fused: dict[str, float] = {}
         by_id: dict[str, Passage] = {}
         for result in results:

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,6 +167,22 @@ class SearchIndex:
     def __len__(self) -> int:
         return len(self.rows)
 
+    @functools.cached_property
+    def _doc_codes(self) -> tuple[dict[str, int], np.ndarray]:
+        """Each row's file as a small integer: (doc id → code, code per row)."""
+        codes: dict[str, int] = {}
+        per_row = [
+            codes.setdefault(self.rows.string("doc_id", r), len(codes)) for r in range(len(self))
+        ]
+        return codes, np.array(per_row, dtype=np.int64)
+
+    def rows_of(self, doc_ids: Collection[str]) -> np.ndarray:
+        """A boolean mask of the rows of these files."""
+        codes, per_row = self._doc_codes
+        wanted = np.zeros(len(codes) + 1, dtype=bool)
+        wanted[[codes[d] for d in doc_ids if d in codes]] = True
+        return wanted[per_row]
+
     @classmethod
     def from_rows(cls, generation: str, rows: Iterable[dict[str, Any]], dim: int) -> SearchIndex:
         """Build from collection rows (store.CHUNK_FIELDS, `dense`, and `terms`: space-separated
@@ -199,26 +215,35 @@ class SearchIndex:
 
     # -- ranking -----------------------------------------------------------------------------
 
-    def dense(self, vector: np.ndarray, limit: int) -> Ranked:
+    # Each ranking takes an optional boolean `mask` of the rows it may return (see rows_of):
+    # applied before the top rows are chosen, so `limit` rows come back whenever that many match.
+
+    def dense(self, vector: np.ndarray, limit: int, mask: np.ndarray | None = None) -> Ranked:
         """Top rows by inner product with a unit query vector."""
         scores = self.vectors @ np.asarray(vector, dtype=np.float32)
-        return self._top(scores, limit, positive_only=False)
+        return self._top(scores, limit, positive_only=False, mask=mask)
 
-    def bm25(self, terms: str, limit: int) -> Ranked:
+    def bm25(self, terms: str, limit: int, mask: np.ndarray | None = None) -> Ranked:
         """Top rows by BM25 over the query's tokens (already analysed: see bm25_terms)."""
         query = self._query_terms(terms)
         if query is None:
             return []
-        return self._top(self._bm25_scores(*query), limit, positive_only=True)
+        return self._top(self._bm25_scores(*query), limit, positive_only=True, mask=mask)
 
     def hybrid(
-        self, vector: np.ndarray, terms: str, limit: int, depth: int, fusion: Fusion
+        self,
+        vector: np.ndarray,
+        terms: str,
+        limit: int,
+        depth: int,
+        fusion: Fusion,
+        mask: np.ndarray | None = None,
     ) -> Ranked:
         """Each route's top `depth` fused as Milvus fuses them (or as `Relative`), best first."""
         if isinstance(fusion, Relative):
-            return self._relative(vector, terms, limit, depth, fusion.dense_weight)
-        dense = self.dense(vector, depth)
-        bm25 = self.bm25(terms, depth)
+            return self._relative(vector, terms, limit, depth, fusion.dense_weight, mask)
+        dense = self.dense(vector, depth, mask)
+        bm25 = self.bm25(terms, depth, mask)
         fused: dict[int, float] = {}
         for hits, is_dense in ((dense, True), (bm25, False)):
             for rank, (position, score) in enumerate(hits, 1):
@@ -233,10 +258,16 @@ class SearchIndex:
         return best[:limit]
 
     def _relative(
-        self, vector: np.ndarray, terms: str, limit: int, depth: int, dense_weight: float
+        self,
+        vector: np.ndarray,
+        terms: str,
+        limit: int,
+        depth: int,
+        dense_weight: float,
+        mask: np.ndarray | None,
     ) -> Ranked:
         dense = self.vectors @ np.asarray(vector, dtype=np.float32)
-        candidates = [position for position, _ in self._top(dense, depth, positive_only=False)]
+        candidates = [p for p, _ in self._top(dense, depth, positive_only=False, mask=mask)]
         query = self._query_terms(terms)
         bm25 = np.zeros_like(dense)
         ceiling = 1.0
@@ -244,7 +275,7 @@ class SearchIndex:
             columns, counts = query
             bm25 = self._bm25_scores(columns, counts)
             ceiling = float(self._idf[columns] @ counts) * (BM25_K1 + 1.0)
-            candidates += [position for position, _ in self._top(bm25, depth, positive_only=True)]
+            candidates += [p for p, _ in self._top(bm25, depth, positive_only=True, mask=mask)]
         pool = np.unique(np.array(candidates, dtype=np.int64))
         fused = dense_weight * (0.5 + np.arctan(dense[pool]) / np.pi)
         fused += (1.0 - dense_weight) * bm25[pool] / ceiling
@@ -263,9 +294,15 @@ class SearchIndex:
         """Every row's BM25 score for the query terms in `columns`, each `counts` times."""
         return np.asarray(self.weights[:, columns] @ counts).ravel()
 
-    def _top(self, scores: np.ndarray, limit: int, positive_only: bool) -> Ranked:
-        """The best `limit` rows, ties in row order: the first `limit` of the whole ranking."""
-        candidates = np.flatnonzero(scores > 0) if positive_only else np.arange(len(scores))
+    def _top(
+        self, scores: np.ndarray, limit: int, positive_only: bool, mask: np.ndarray | None = None
+    ) -> Ranked:
+        """The best `limit` rows (of `mask`'s, when given), ties in row order: the first `limit`
+        of the whole ranking."""
+        keep = scores > 0 if positive_only else mask
+        if positive_only and mask is not None:
+            keep &= mask
+        candidates = np.arange(len(scores)) if keep is None else np.flatnonzero(keep)
         if len(candidates) > limit:  # keep the rows at least as good as the limit-th, ties too
             kth = -np.partition(-scores[candidates], limit - 1)[limit - 1]
             candidates = candidates[scores[candidates] >= kth]

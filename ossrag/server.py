@@ -42,6 +42,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from ossrag.agent import ToolStep
@@ -59,6 +61,7 @@ from ossrag.index import Index
 from ossrag.ingest import Progress
 from ossrag.llm import ContentDelta, LLMError, ReasoningDelta
 from ossrag.loaders import Found, discover
+from ossrag.mcp_server import http_door
 from ossrag.models import Passage
 from ossrag.rag import Answer, AskEvent, Retrieved, Rewritten
 from ossrag.retrieval import SearchResult
@@ -612,6 +615,34 @@ async def require_key(
         )
 
 
+def has_key(authorization: str | None, keys: Sequence[str]) -> bool:
+    """Does an Authorization header carry one of `keys` as a Bearer token (or are there none)?"""
+    if not keys:
+        return True
+    scheme, _, token = (authorization or "").partition(" ")
+    given = token.strip().encode() if scheme.lower() == "bearer" else b""
+    return any(hmac.compare_digest(given, key.encode()) for key in keys)
+
+
+class KeyedApp:
+    """An ASGI app (the MCP transport) behind the same API keys as the routes."""
+
+    def __init__(self, app: ASGIApp, keys: Sequence[str]) -> None:
+        self.app, self.keys = app, keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope.get("headers") or [])
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        if scope["type"] == "http" and not has_key(authorization, self.keys):
+            response = _error_response(
+                401, "missing or wrong API key: send Authorization: Bearer <key>",
+                "authentication_error",
+            )  # fmt: skip
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
     """The API and web UI over `index` (made from `settings` and closed with the app if None).
 
@@ -623,13 +654,15 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
     keys = load_api_keys(settings)
     jobs = IngestJobs(ix, resolve_roots(settings.allowed_roots))
     timeout = settings.request_timeout
+    mcp = http_door(ix, ask=True, host=settings.host)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
         ix.batch_queries()
         await anyio.to_thread.run_sync(warm_up, ix)
-        yield
+        async with mcp.running():  # a mounted app's own lifespan never runs
+            yield
         await anyio.to_thread.run_sync(jobs.shutdown)
         if owned:
             ix.close()
@@ -806,6 +839,8 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
         return HTMLResponse(docs_page)
 
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    # MCP over streamable HTTP (ossrag.mcp_server), behind the same keys as the API.
+    app.router.routes.append(Route("/mcp", KeyedApp(mcp.app, keys), include_in_schema=False))
     return app
 
 

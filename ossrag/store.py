@@ -30,6 +30,7 @@ from pymilvus.client.types import Status
 
 from ossrag.crosslingual import Lexicon, load_word_encoder
 from ossrag.embeddings import Vectors
+from ossrag.filters import Filter
 from ossrag.models import Chunk
 from ossrag.search_index import (
     WEIGHTED_DENSE_WEIGHT,
@@ -160,8 +161,22 @@ def milvus_string(value: str) -> str:
     return '"' + value.translate(_MILVUS_STRING_ESCAPES) + '"'
 
 
-def _doc_id_filter(doc_ids: Iterable[str]) -> str:
-    return f"doc_id in [{', '.join(milvus_string(doc_id) for doc_id in doc_ids)}]"
+def _doc_id_filter(doc_ids: Iterable[str], negate: bool = False) -> str:
+    return f"doc_id {'not in' if negate else 'in'} [{', '.join(milvus_string(d) for d in doc_ids)}]"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The files a filtered search may return: those `kept`, not those `dropped`."""
+
+    kept: frozenset[str]
+    dropped: frozenset[str]
+
+    def expr(self) -> str:
+        """A Milvus boolean expression over doc ids, the shorter of the two lists."""
+        if len(self.dropped) < len(self.kept):
+            return _doc_id_filter(sorted(self.dropped), negate=True) if self.dropped else ""
+        return _doc_id_filter(sorted(self.kept))
 
 
 class Store:
@@ -189,6 +204,7 @@ class Store:
         self._index_lock = threading.Lock()
         self._lexicon: Lexicon | None = None
         self._lexicon_lock = threading.Lock()
+        self._manifest: tuple[str, dict[str, FileRecord]] | None = None  # (generation, files)
 
     @staticmethod
     def _connect(uri: str, token: str) -> MilvusClient:
@@ -430,6 +446,25 @@ class Store:
         rows = self._query_all(self.files_collection, f"doc_id != {milvus_string(INFO_ID)}", fields)
         return {row["doc_id"]: FileRecord(**{f: row[f] for f in fields}) for row in rows}
 
+    @_milvus_call("read the file manifest")
+    def scope(self, where: Filter) -> Scope:
+        """The stored files `where` accepts and those it does not (see ossrag.filters)."""
+        files = self._cached_files()
+        kept = frozenset(d for d, r in files.items() if where.accepts(r.source, r.mtime))
+        return Scope(kept, frozenset(files) - kept)
+
+    def _cached_files(self) -> dict[str, FileRecord]:
+        """The manifest, read once per generation of a Lite store this process writes (during
+        an ingest, the last complete one, as for the in-memory index)."""
+        if self._syncing and self._manifest is not None:
+            return self._manifest[1]
+        info = self.info()
+        if not self.memory_index or self._writing or info is None or not info.generation:
+            return self.files()
+        if self._manifest is None or self._manifest[0] != info.generation:
+            self._manifest = (info.generation, self.files())
+        return self._manifest[1]
+
     @_milvus_call("list chunks")
     def chunk_ids(self, doc_ids: Sequence[str] | None = None) -> dict[str, str]:
         """Chunk id → doc id, for all chunks or those of some files."""
@@ -489,31 +524,34 @@ class Store:
             iterator.close()
 
     @_milvus_call("search")
-    def search_dense(self, vector: Vectors, limit: int) -> list[Hit]:
+    def search_dense(self, vector: Vectors, limit: int, scope: Scope | None = None) -> list[Hit]:
+        """The nearest chunks by inner product; only those of `scope`'s files when given."""
         if (index := self._search_index()) is not None:
-            return self._hits(index, index.dense(vector, limit))
+            return self._hits(index, index.dense(vector, limit, _mask(index, scope)))
         result = self.client.search(
             self.collection,
             data=[vector.tolist()],
             anns_field="dense",
             limit=limit,
+            filter=scope.expr() if scope else "",
             output_fields=CHUNK_FIELDS,
             search_params={"metric_type": "IP"},
         )
         return [Hit(hit["distance"], hit["entity"]) for hit in result[0]]
 
     @_milvus_call("search")
-    def search_bm25(self, query: str, limit: int) -> list[Hit]:
+    def search_bm25(self, query: str, limit: int, scope: Scope | None = None) -> list[Hit]:
         terms = bm25_terms(query)
         if not terms:
             return []
         if (index := self._search_index()) is not None:
-            return self._hits(index, index.bm25(terms, limit))
+            return self._hits(index, index.bm25(terms, limit, _mask(index, scope)))
         result = self.client.search(
             self.collection,
             data=[terms],
             anns_field="sparse",
             limit=limit,
+            filter=scope.expr() if scope else "",
             output_fields=CHUNK_FIELDS,
             search_params={"metric_type": "BM25"},
         )
@@ -522,7 +560,13 @@ class Store:
 
     @_milvus_call("search")
     def search_hybrid(
-        self, vector: Vectors, query: str, limit: int, depth: int, fusion: Fusion
+        self,
+        vector: Vectors,
+        query: str,
+        limit: int,
+        depth: int,
+        fusion: Fusion,
+        scope: Scope | None = None,
     ) -> list[Hit]:
         """Dense and BM25 routes, `depth` candidates each, fused as `fusion` says.
 
@@ -531,15 +575,25 @@ class Store:
         """
         terms = bm25_terms(query)
         if not terms:
-            return self.search_dense(vector, limit)
+            return self.search_dense(vector, limit, scope)
         if (index := self._search_index()) is not None:
-            return self._hits(index, index.hybrid(vector, terms, limit, depth, fusion))
+            mask = _mask(index, scope)
+            return self._hits(index, index.hybrid(vector, terms, limit, depth, fusion, mask))
+        expr = scope.expr() if scope else ""
         requests = [
             AnnSearchRequest(
-                data=[vector.tolist()], anns_field="dense", param={"metric_type": "IP"}, limit=depth
+                data=[vector.tolist()],
+                anns_field="dense",
+                param={"metric_type": "IP"},
+                limit=depth,
+                expr=expr or None,
             ),
             AnnSearchRequest(
-                data=[terms], anns_field="sparse", param={"metric_type": "BM25"}, limit=depth
+                data=[terms],
+                anns_field="sparse",
+                param={"metric_type": "BM25"},
+                limit=depth,
+                expr=expr or None,
             ),
         ]
         if isinstance(fusion, Relative):
@@ -648,3 +702,10 @@ class Store:
     @staticmethod
     def _hits(index: SearchIndex, ranked: Ranked) -> list[Hit]:
         return [Hit(score, index.rows.row(position)) for position, score in ranked]
+
+
+def _mask(index: SearchIndex, scope: Scope | None) -> np.ndarray | None:
+    """Which of the index's rows belong to the scope's files (None: every row)."""
+    if scope is None:
+        return None
+    return index.rows_of(scope.kept)
