@@ -19,6 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from ossrag.console import StreamPrinter, shown
+from ossrag.filters import Filter
 from ossrag.index import Index
 from ossrag.llm import EFFORTS, ContentDelta, LLMError, ReasoningDelta
 from ossrag.models import Passage
@@ -40,11 +41,15 @@ class ChatSession:
     show_reasoning: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     sources: list[Passage] = field(default_factory=list)
+    where: Filter | None = None  # every question searches only these files
 
     def ask(self, question: str) -> Iterator[AskEvent]:
         """Rewrite, retrieve and answer (see Index.ask_stream); the turn joins the history once
         answered."""
-        for event in self.index.ask_stream(question, effort=self.effort, history=self.history):
+        events = self.index.ask_stream(
+            question, effort=self.effort, history=self.history, where=self.where
+        )
+        for event in events:
             if isinstance(event, Retrieved):
                 self.sources = event.result.passages
             if isinstance(event, Answer):

@@ -30,6 +30,7 @@ from ossrag.config import ConfigError, Effort, Mode, Settings, load_settings
 from ossrag.console import StreamPrinter, shown, terminal_safe
 from ossrag.embeddings import EmbedderError
 from ossrag.evaluation import RECALL_AT, EvalError, load_items, retrieval_reports
+from ossrag.filters import Filter, FilterError, make_filter
 from ossrag.index import Index
 from ossrag.ingest import Progress as IngestProgress
 from ossrag.llm import EFFORTS, ContentDelta, LLMError, ReasoningDelta
@@ -55,7 +56,7 @@ eval_app = typer.Typer(
 app.add_typer(eval_app, name="eval")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-USER_ERRORS = (ConfigError, StoreError, EmbedderError, LLMError, EvalError)
+USER_ERRORS = (ConfigError, StoreError, EmbedderError, LLMError, EvalError, FilterError)
 
 # Settings flags shared by the commands; each falls back to OSSRAG_<NAME> and the config file.
 DbOpt = Annotated[
@@ -78,6 +79,21 @@ MaxTokensOpt = Annotated[int | None, typer.Option(help="answer + reasoning budge
 KOpt = Annotated[int | None, typer.Option("-k", "--top-k", help="passages [OSSRAG_TOP_K]")]
 ModeOpt = Annotated[Mode | None, typer.Option(help="retrieval mode [OSSRAG_MODE]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+# Filters: which files a search may return passages from (ossrag.filters).
+PathOpt = Annotated[
+    list[str],
+    typer.Option("--path", help="only files whose path matches this glob (repeatable)"),
+]
+TypeOpt = Annotated[
+    list[str], typer.Option("--type", help="only files of this type: md, pdf, py… (repeatable)")
+]
+SinceOpt = Annotated[
+    str | None, typer.Option(help="only files modified since: 2026-01-31, 7d, 36h")
+]
+
+
+def _where(paths: list[str], types: list[str], since: str | None) -> Filter:
+    return make_filter(paths, types, since)
 
 
 def _settings(**flags: Any) -> Settings:
@@ -190,6 +206,9 @@ def search(
     rewrite: Annotated[
         bool, typer.Option(help="add LLM-written English queries (translation, expansion)")
     ] = False,
+    path: PathOpt = [],  # noqa: B006
+    type_: TypeOpt = [],  # noqa: B006
+    since: SinceOpt = None,
     db: DbOpt = None,
     token: TokenOpt = None,
     collection: CollectionOpt = None,
@@ -208,8 +227,9 @@ def search(
             embed_base_url=embed_base_url, top_k=k, mode=mode, llm=llm, base_url=base_url,
             model=model, api_key=api_key,
         )  # fmt: skip
+        where = _where(path, type_, since)
         index = Index(settings)
-        result = index.search(question, rewrite=rewrite)
+        result = index.search(question, rewrite=rewrite, where=where)
         index.close()
     if json_output:
         _print_json(
@@ -271,6 +291,9 @@ def ask(
         Path | None,
         typer.Option(help="answer as JSON: {answer, citations, ...} plus this schema's fields"),
     ] = None,
+    path: PathOpt = [],  # noqa: B006
+    type_: TypeOpt = [],  # noqa: B006
+    since: SinceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Answer a question from your documents, streaming, with numbered sources."""
@@ -282,12 +305,13 @@ def ask(
             base_url=base_url, model=model, api_key=api_key, max_tokens=max_tokens,
             context_window=context_window, answer_tokens=answer_tokens,
         )  # fmt: skip
+        where = _where(path, type_, since)
         if json_schema is not None:
             if agent:
                 raise ConfigError("use --agent or --json-schema, not both")
             schema = load_schema(json_schema)
             index = Index(settings)
-            structured = index.ask_structured(question, schema)
+            structured = index.ask_structured(question, schema, where=where)
             index.close()
             if structured.notice:
                 err.print(f"[yellow]note:[/] {shown(structured.notice)}")
@@ -296,7 +320,11 @@ def ask(
         index = Index(settings)
         answer: Answer | None = None
         printer = StreamPrinter(out, err, show_reasoning and not json_output)
-        events = index.agent_stream(question) if agent else index.ask_stream(question)
+        events = (
+            index.agent_stream(question, where=where)
+            if agent
+            else index.ask_stream(question, where=where)
+        )
         for event in events:
             if isinstance(event, ToolStep):
                 if not json_output:
@@ -346,6 +374,9 @@ def chat(
     model: ModelOpt = None,
     api_key: ApiKeyOpt = None,
     max_tokens: MaxTokensOpt = None,
+    path: PathOpt = [],  # noqa: B006
+    type_: TypeOpt = [],  # noqa: B006
+    since: SinceOpt = None,
 ) -> None:
     """Talk with your documents; follow-ups are understood. Reads stdin when piped."""
     with _user_errors():
@@ -354,8 +385,9 @@ def chat(
             top_k=k, mode=mode, effort=effort, llm=llm, base_url=base_url, model=model,
             api_key=api_key, max_tokens=max_tokens,
         )  # fmt: skip
+        where = _where(path, type_, since)
         index = Index(settings)
-        session = ChatSession(index, settings.effort, show_reasoning)
+        session = ChatSession(index, settings.effort, show_reasoning, where=where)
         err.print(f"[dim]{shown(CHAT_HELP)}[/]")
         run_chat(session, input_lines(), out, err)
         index.close()
@@ -418,6 +450,9 @@ def eval_retrieval(
     ] = False,
     show_misses: Annotated[bool, typer.Option(help="list questions missed in the top 5")] = False,
     html_path: Annotated[Path | None, typer.Option("--html", help="write an HTML report")] = None,
+    path: PathOpt = [],  # noqa: B006
+    type_: TypeOpt = [],  # noqa: B006
+    since: SinceOpt = None,
     db: DbOpt = None,
     token: TokenOpt = None,
     collection: CollectionOpt = None,
@@ -440,8 +475,9 @@ def eval_retrieval(
         if not json_output:
             err.print(f"[dim]{len(items)} questions; preparing stores…[/]")
         reports = retrieval_reports(
-            settings, items, corpus=corpus, k=k, baseline=baseline, rewrite=rewrite
-        )
+            settings, items, corpus=corpus, k=k, baseline=baseline, rewrite=rewrite,
+            where=_where(path, type_, since),
+        )  # fmt: skip
     summaries = {report.name: report.summary() for report in reports}
     if html_path is not None:
         info = run_info(

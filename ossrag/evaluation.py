@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from ossrag.chunking import chunk_id
 from ossrag.config import Mode, Settings
 from ossrag.embeddings import DEFAULT_ENCODER, Embedder
+from ossrag.filters import Filter
 from ossrag.index import Index
 from ossrag.ingest import ProgressCallback
 from ossrag.models import Chunk, Document, Passage
@@ -204,12 +205,12 @@ def eval_store_path(corpus: Path, variant: str) -> Path:
 class _Searcher:
     """The retrieval path as a SearchFn, remembering the questions whose rewrite failed."""
 
-    def __init__(self, index: Index, mode: Mode, rewrite: bool) -> None:
-        self.index, self.mode, self.rewrite = index, mode, rewrite
+    def __init__(self, index: Index, mode: Mode, rewrite: bool, where: Filter | None) -> None:
+        self.index, self.mode, self.rewrite, self.where = index, mode, rewrite, where
         self.failures: dict[str, str] = {}  # question → notice (the warm-up repeats one)
 
     def __call__(self, query: str, k: int) -> list[Passage]:
-        result = self.index.search(query, k, self.mode, rewrite=self.rewrite)
+        result = self.index.search(query, k, self.mode, rewrite=self.rewrite, where=self.where)
         if self.rewrite and result.notice.startswith(REWRITE_OFF):
             self.failures.setdefault(query, result.notice)
         return result.passages
@@ -230,11 +231,13 @@ def retrieval_reports(
     embedder: Embedder | None = None,
     progress: ProgressCallback | None = None,
     rewrite: bool = False,
+    where: Filter | None = None,
 ) -> list[EvalReport]:
     """ossrag's retriever (and optionally the tutorial's recipe) over one question set.
 
     With `corpus`, each recipe gets its own throwaway store, synced incrementally so a second
-    run reuses it; without, ossrag's configured store is used as it is.
+    run reuses it; without, ossrag's configured store is used as it is. `where` restricts
+    ossrag's searches to some files (see ossrag.filters).
     """
     recipes = ["ossrag"] + ([baseline] if baseline else [])
     reports = []
@@ -271,7 +274,7 @@ def retrieval_reports(
                 if expand:
                     expand, detail = index.llm.check()
                     notice = REWRITTEN if expand else f"rewrite off: {detail}"
-                searcher = _Searcher(index, settings.mode, expand)
+                searcher = _Searcher(index, settings.mode, expand, where)
                 report = evaluate(recipe, items, searcher, k)
                 if failures := list(searcher.failures.values()):
                     notice = (

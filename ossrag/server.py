@@ -50,6 +50,7 @@ from ossrag.agent import ToolStep
 from ossrag.budget import ContextBudgetError
 from ossrag.config import ConfigError, Effort, Mode, Settings
 from ossrag.embeddings import EmbedderError
+from ossrag.filters import Filter, FilterError, filter_from_json
 from ossrag.http_guards import (
     HostCheck,
     PlainErrorsAsJson,
@@ -132,6 +133,20 @@ def _api_error(exc: Exception) -> ApiError:
 # --------------------------------------------------------------------------- request bodies
 
 
+FILTER_DOC = (
+    'ossrag: only passages of these files, e.g. {"path": ["guide/*"], "type": ["md"], '
+    '"since": "2026-01-31"}'
+)
+
+
+def _filter(value: dict[str, Any] | None) -> Filter:
+    """The request's `filter` object, or ApiError(400) naming the bad field."""
+    try:
+        return filter_from_json(value)
+    except FilterError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -198,12 +213,14 @@ class ChatRequest(BaseModel):
     response_format: ResponseFormat | None = None
     top_k: int | None = Field(None, ge=1, le=100, description="ossrag: passages to retrieve")
     footnotes: bool = Field(True, description="ossrag: append a Sources list to the answer")
+    filter: dict[str, Any] | None = Field(None, description=FILTER_DOC)
 
 
 class SearchRequest(BaseModel):
     query: str = Field(min_length=1)
     top_k: int | None = Field(None, ge=1, le=100)
     mode: Mode | None = None
+    filter: dict[str, Any] | None = Field(None, description=FILTER_DOC)
 
     @field_validator("query")
     @classmethod
@@ -461,6 +478,7 @@ class _Chat:
             "mode": MODELS[request.model],
             "effort": request.reasoning_effort,
             "history": history,
+            "where": _filter(request.filter),
         }
         self.events: Iterator[AskEvent]
         if request.model == AGENT_MODEL:
@@ -790,7 +808,10 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
     async def search(body: SearchRequest) -> dict[str, Any]:
         """Passages with scores (higher is better); no LLM."""
         try:
-            result = await _in_thread(lambda: ix.search(body.query, body.top_k, body.mode), timeout)
+            where = _filter(body.filter)
+            result = await _in_thread(
+                lambda: ix.search(body.query, body.top_k, body.mode, where=where), timeout
+            )
         except Exception as exc:
             raise _api_error(exc) from None
         return {
