@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -39,6 +41,9 @@ from ossrag.rag import Answer, Retrieved
 from ossrag.report import answers_html, fmt, retrieval_html, run_info
 from ossrag.store import StoreError
 from ossrag.structured import load_schema
+
+if TYPE_CHECKING:
+    from ossrag.watch import Synced
 
 EXIT_ERROR = 1
 EXIT_WARNINGS = 3  # ingest completed, but some files were skipped
@@ -146,6 +151,9 @@ def ingest(
     keep_missing: Annotated[
         bool, typer.Option(help="keep chunks of files that disappeared from the directories")
     ] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="then keep syncing as files change (Ctrl-C stops)")
+    ] = False,
     db: DbOpt = None,
     token: TokenOpt = None,
     collection: CollectionOpt = None,
@@ -182,7 +190,8 @@ def ingest(
                     paths, include=include, exclude=exclude, prune=not keep_missing,
                     progress=on_progress,
                 )  # fmt: skip
-        index.close()
+        if not watch:
+            index.close()
     if json_output:
         _print_json(report.to_dict())
     else:
@@ -194,8 +203,58 @@ def ingest(
         )
         for warning in report.warnings:
             err.print(f"[yellow]skipped:[/] {shown(warning)}")
+    if watch:
+        with _user_errors():
+            _watch(index, paths, include, exclude, prune=not keep_missing, json_output=json_output)
+        return
     if report.skipped:
         raise typer.Exit(EXIT_WARNINGS)
+
+
+def _watch(
+    index: Index,
+    paths: list[Path],
+    include: list[str],
+    exclude: list[str],
+    *,
+    prune: bool,
+    json_output: bool,
+) -> None:
+    """Sync on every settled group of changes until Ctrl-C (see ossrag.watch). The first
+    Ctrl-C lets a sync under way finish; a second one interrupts it."""
+    from ossrag.watch import watch_and_sync
+
+    stop = threading.Event()
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    def on_sync(synced: Synced) -> None:
+        r = synced.report
+        if not (synced.changes or r.files_added or r.files_updated or r.files_removed):
+            return  # the catch-up sync once the watch is armed found nothing new
+        if json_output:
+            print(json.dumps({"changes": synced.changes, **synced.report.to_dict()}), flush=True)
+        else:
+            err.print(shown(synced.status()))
+
+    folders = ", ".join(str(p) for p in paths)
+    err.print(f"[dim]watching {shown(folders)} — Ctrl-C stops[/]")
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        watch_and_sync(
+            paths,
+            lambda: index.ingest(paths, include=include, exclude=exclude, prune=prune),
+            on_sync,
+            stop,
+            ignore=[] if index.settings.is_server else [Path(index.settings.db)],
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        index.close()
+    err.print("[dim]stopped watching[/]")
 
 
 @app.command()
@@ -638,6 +697,9 @@ def serve(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="allow a non-loopback host without API keys")
     ] = False,
+    watch: Annotated[
+        list[str], typer.Option(help="directory to keep in sync as its files change (repeatable)")
+    ] = [],  # noqa: B006
     request_timeout: Annotated[
         float | None, typer.Option(help="seconds a request may take [OSSRAG_REQUEST_TIMEOUT]")
     ] = None,
@@ -661,6 +723,7 @@ def serve(
             host=host, port=port, api_keys=api_keys, api_keys_file=api_keys_file,
             allowed_roots=allowed_root or None, cors_origins=cors_origin or None,
             allowed_hosts=allowed_host or None,
+            watch=watch or None,
             insecure=insecure or None, request_timeout=request_timeout, top_k=k, mode=mode,
             effort=effort, db=db, token=token, collection=collection, embedder=embedder,
             embed_base_url=embed_base_url, llm=llm, base_url=base_url, model=model,

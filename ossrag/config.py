@@ -139,7 +139,13 @@ class Settings(BaseSettings):
     )
     request_timeout: float = Field(300.0, gt=0, description="seconds a request may take")
 
-    @field_validator("api_keys", "allowed_roots", "allowed_hosts", "cors_origins", mode="before")
+    watch: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="directories ossrag serve keeps in sync as they change"
+    )
+
+    @field_validator(
+        "api_keys", "allowed_roots", "allowed_hosts", "cors_origins", "watch", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 import uuid
@@ -59,7 +60,7 @@ from ossrag.http_guards import (
     script_hash,
 )
 from ossrag.index import Index
-from ossrag.ingest import Progress
+from ossrag.ingest import IngestReport, Progress
 from ossrag.llm import ContentDelta, LLMError, ReasoningDelta
 from ossrag.loaders import Found, discover
 from ossrag.mcp_server import http_door
@@ -293,6 +294,10 @@ class IngestJobs:
         self._executor.submit(self._run, job, paths, request)
         return job
 
+    def sync(self, paths: list[Path]) -> IngestReport:
+        """Ingest `paths` on the ingest thread (after jobs already queued) and wait for it."""
+        return self._executor.submit(self.index.ingest, paths).result()
+
     def get(self, job_id: str) -> IngestJob | None:
         return self._jobs.get(job_id)
 
@@ -334,6 +339,57 @@ class IngestJobs:
                 log.exception("ingest job %s failed", job.id)
         finally:
             job.finished = time.time()
+
+
+class FolderWatcher:
+    """`ossrag serve --watch DIR`: keeps folders in sync from a background thread, one sync
+    per settled group of changes (see ossrag.watch), through the ingest thread."""
+
+    def __init__(self, index: Index, jobs: IngestJobs, paths: list[Path]) -> None:
+        for path in paths:
+            if not path.expanduser().is_dir():
+                raise ConfigError(f"watch {path}: not a directory (OSSRAG_WATCH / --watch)")
+        self.index, self.jobs, self.paths = index, jobs, [p.expanduser() for p in paths]
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start watching (and create the collections now, before anyone searches)."""
+        if self.paths:
+            self.index.store.ensure(self.index.embedder.name, self.index.embedder.dim)
+            self._thread = threading.Thread(target=self._run, name="ossrag-watch", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching; a sync under way finishes first."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        from ossrag.watch import watch_and_sync
+
+        settings = self.index.settings
+        shown = ", ".join(str(p) for p in self.paths)
+        _status(f"watching {shown}")
+        try:
+            watch_and_sync(
+                self.paths,
+                lambda: self.jobs.sync(self.paths),
+                lambda synced: _status(synced.status()),
+                self._stop,
+                ignore=[] if settings.is_server else [Path(settings.db)],
+            )
+        except Exception as exc:  # the server keeps serving; the terminal says why
+            _status(f"stopped watching {shown}: {exc}")
+            if not isinstance(exc, (StoreError, EmbedderError)):
+                log.exception("watching %s failed", shown)
+
+
+def _status(line: str) -> None:
+    """A status line on the server's terminal (stderr), control characters escaped."""
+    safe = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in line)
+    print(f"ossrag: {safe}", file=sys.stderr, flush=True)
 
 
 def check_ingest_paths(
@@ -673,14 +729,17 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
     jobs = IngestJobs(ix, resolve_roots(settings.allowed_roots))
     timeout = settings.request_timeout
     mcp = http_door(ix, ask=True, host=settings.host)
+    watcher = FolderWatcher(ix, jobs, [Path(p) for p in settings.watch])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
         ix.batch_queries()
         await anyio.to_thread.run_sync(warm_up, ix)
+        await anyio.to_thread.run_sync(watcher.start)
         async with mcp.running():  # a mounted app's own lifespan never runs
             yield
+        await anyio.to_thread.run_sync(watcher.stop)
         await anyio.to_thread.run_sync(jobs.shutdown)
         if owned:
             ix.close()
