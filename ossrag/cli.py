@@ -481,6 +481,13 @@ def status(
         ("store", shown(f"{report['db']} (collection {report['collection']})")),
         ("content", f"{report['files']} files, {report['chunks']} chunks"),
         ("embedder", f"{embedder_info['name']} ({embedder_info['dim'] or '?'}-d)"),
+        *(
+            (
+                "collections" if n == 0 else "",
+                f"{shown(c['name'])}: {c['files']} files, {c['chunks']} chunks",
+            )
+            for n, c in enumerate(report["collections"])
+        ),
         (
             "llm",
             f"{shown(report['llm']['model'])} at {shown(report['llm']['base_url'])} — {llm_state}",
@@ -708,7 +715,10 @@ def serve(
     effort: EffortOpt = None,
     db: DbOpt = None,
     token: TokenOpt = None,
-    collection: CollectionOpt = None,
+    collection: Annotated[
+        list[str],
+        typer.Option(help="collection served as model ossrag/<name> (repeatable; first: default)"),
+    ] = [],  # noqa: B006
     embedder: EmbedderOpt = None,
     embed_base_url: EmbedUrlOpt = None,
     llm: LlmOpt = None,
@@ -725,7 +735,8 @@ def serve(
             allowed_hosts=allowed_host or None,
             watch=watch or None,
             insecure=insecure or None, request_timeout=request_timeout, top_k=k, mode=mode,
-            effort=effort, db=db, token=token, collection=collection, embedder=embedder,
+            effort=effort, db=db, token=token, collection=collection[0] if collection else None,
+            collections=collection or None, embedder=embedder,
             embed_base_url=embed_base_url, llm=llm, base_url=base_url, model=model,
             api_key=api_key, max_tokens=max_tokens,
         )  # fmt: skip

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     db: str = Field("./ossrag.db", description="Milvus Lite path, or a server URI (http://…)")
     token: str = Field("", description="Milvus server / Zilliz Cloud token")
     collection: str = "ossrag"
+    collections: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="collections ossrag serve offers, each as model ossrag/<name> "
+        "(the first is the default; none: collection alone)",
+    )
     # Embedding and chunking
     embedder: str = Field(
         "minilm",
@@ -144,7 +149,13 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "api_keys", "allowed_roots", "allowed_hosts", "cors_origins", "watch", mode="before"
+        "api_keys",
+        "allowed_roots",
+        "allowed_hosts",
+        "cors_origins",
+        "watch",
+        "collections",
+        mode="before",
     )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:

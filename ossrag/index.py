@@ -251,6 +251,24 @@ class Index:
                 return event
         raise AssertionError("stream_answer always ends with an Answer")
 
+    def sibling(self, collection: str, *, share_embedder: bool = True) -> Index:
+        """An index of another collection in the same store and Milvus connection, sharing
+        this one's embedder (loading it unless `share_embedder` is off)."""
+        if collection == self.settings.collection:
+            return self
+        settings = self.settings.model_copy(update={"collection": collection})
+        store = Store(settings.db, collection, settings.token, client=self.store.client)
+        embedder = self.embedder if share_embedder else self.__dict__.get("embedder")
+        return Index(settings, embedder=embedder, store=store)
+
+    def collections(self) -> list[dict[str, Any]]:
+        """Every ossrag collection in the store: name, files and chunks."""
+        found = []
+        for name in self.store.collection_names():
+            other = self.sibling(name, share_embedder=False)
+            found.append({"name": name, "files": len(other.files()), "chunks": other.store.count()})
+        return found
+
     def read_source(
         self, source: str, start_line: int, end_line: int, limit: int = MAX_OPEN_CHUNKS
     ) -> list[Passage]:
@@ -284,6 +302,7 @@ class Index:
             },
             "bm25": info.bm25 if info else None,
             "llm": {"base_url": s.base_url, "model": s.model, "ok": ok, "detail": detail},
+            "collections": self.collections(),
         }
 
     def __enter__(self) -> Index:

@@ -222,6 +222,7 @@ class SearchRequest(BaseModel):
     top_k: int | None = Field(None, ge=1, le=100)
     mode: Mode | None = None
     filter: dict[str, Any] | None = Field(None, description=FILTER_DOC)
+    collection: str | None = Field(None, description="ossrag: collection (default: the first)")
 
     @field_validator("query")
     @classmethod
@@ -236,6 +237,7 @@ class IngestRequest(BaseModel):
     include: list[str] = []
     exclude: list[str] = []
     prune: bool = Field(True, description="remove files that disappeared from the directories")
+    collection: str | None = Field(None, description="collection (default: the first)")
 
 
 # --------------------------------------------------------------------------- ingest jobs
@@ -285,13 +287,16 @@ class IngestJobs:
         self._jobs: dict[str, IngestJob] = {}
         self._stop = threading.Event()
 
-    def submit(self, paths: list[Path], request: IngestRequest) -> IngestJob:
+    def submit(
+        self, paths: list[Path], request: IngestRequest, index: Index | None = None
+    ) -> IngestJob:
+        """Queue an ingest into `index` (default: the jobs' own)."""
         job = IngestJob(uuid.uuid4().hex[:12], [str(p) for p in paths])
         self._jobs[job.id] = job
         for old in list(self._jobs)[:-MAX_JOBS]:
             if self._jobs[old].finished is not None:
                 del self._jobs[old]
-        self._executor.submit(self._run, job, paths, request)
+        self._executor.submit(self._run, job, paths, request, index or self.index)
         return job
 
     def sync(self, paths: list[Path]) -> IngestReport:
@@ -309,7 +314,7 @@ class IngestJobs:
         self._stop.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    def _run(self, job: IngestJob, paths: list[Path], request: IngestRequest) -> None:
+    def _run(self, job: IngestJob, paths: list[Path], request: IngestRequest, index: Index) -> None:
         job.status = "running"
 
         def progress(p: Progress) -> None:
@@ -322,7 +327,7 @@ class IngestJobs:
                 raise _Cancelled
 
         try:
-            report = self.index.ingest(
+            report = index.ingest(
                 paths,
                 include=request.include,
                 exclude=request.exclude,
@@ -519,19 +524,15 @@ def _agent_events(index: Index, question: str, options: dict[str, Any]) -> Itera
 class _Chat:
     """One chat completion: the pieces of an OpenAI response around an ask_stream."""
 
-    def __init__(self, index: Index, request: ChatRequest, timeout: float) -> None:
-        if request.model not in MODELS:
-            raise ApiError(
-                404,
-                f"model {request.model!r} does not exist: use one of {', '.join(MODELS)}",
-                "model_not_found",
-            )
+    def __init__(
+        self, index: Index, request: ChatRequest, timeout: float, mode: Mode | None
+    ) -> None:
         self.request = request
         question, history = _question_and_history(request.messages)
         schema = request.response_format.answer_schema() if request.response_format else None
         options: dict[str, Any] = {
             "k": request.top_k,
-            "mode": MODELS[request.model],
+            "mode": mode,
             "effort": request.reasoning_effort,
             "history": history,
             "where": _filter(request.filter),
@@ -689,6 +690,42 @@ async def require_key(
         )
 
 
+class Collections:
+    """The collections a server offers: an index each (sharing one embedder and Milvus
+    connection), each a model `ossrag/<name>` with its mode variants; the first is also
+    plain `ossrag`."""
+
+    def __init__(self, index: Index, names: Sequence[str]) -> None:
+        names = list(dict.fromkeys(names)) or [index.settings.collection]
+        self.default = names[0]
+        self.indexes = {name: index.sibling(name) for name in names}
+        self.models: dict[str, tuple[str, Mode | None]] = {}
+        for collection in ("", *names):
+            for suffix, mode in MODELS.items():
+                name = f"ossrag/{collection}{suffix[6:]}" if collection else suffix
+                self.models[name] = (collection or self.default, mode)
+
+    def index(self, name: str | None) -> Index:
+        """The index of a collection (None: the default); ApiError(404) for others."""
+        found = self.indexes.get(name or self.default)
+        if found is None:
+            served = ", ".join(self.indexes)
+            raise ApiError(404, f"collection {name!r} is not served: use one of {served}",
+                           "not_found")  # fmt: skip
+        return found
+
+    def model(self, name: str) -> tuple[Index, Mode | None]:
+        """The index and retrieval mode a model name stands for; ApiError(404) if none."""
+        if name not in self.models:
+            raise ApiError(
+                404,
+                f"model {name!r} does not exist: use one of {', '.join(self.models)}",
+                "model_not_found",
+            )
+        collection, mode = self.models[name]
+        return self.indexes[collection], mode
+
+
 def has_key(authorization: str | None, keys: Sequence[str]) -> bool:
     """Does an Authorization header carry one of `keys` as a Bearer token (or are there none)?"""
     if not keys:
@@ -725,11 +762,13 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
     """
     owned = index is None
     ix = index if index is not None else Index(settings)
+    collections = Collections(ix, settings.collections)
     keys = load_api_keys(settings)
     jobs = IngestJobs(ix, resolve_roots(settings.allowed_roots))
     timeout = settings.request_timeout
-    mcp = http_door(ix, ask=True, host=settings.host)
-    watcher = FolderWatcher(ix, jobs, [Path(p) for p in settings.watch])
+    default = collections.index(None)  # MCP and --watch serve the first collection
+    mcp = http_door(default, ask=True, host=settings.host)
+    watcher = FolderWatcher(default, jobs, [Path(p) for p in settings.watch])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -828,14 +867,16 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
     async def models() -> dict[str, Any]:
         """The RAG "models": `ossrag` uses the configured retrieval mode."""
         data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": "ossrag"} for name in MODELS
+            {"id": name, "object": "model", "created": 0, "owned_by": "ossrag"}
+            for name in collections.models
         ]
         return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions", dependencies=auth, tags=["openai"], response_model=None)
     async def chat_completions(body: ChatRequest) -> Response:
         """Retrieve for the last user message and answer with the configured LLM."""
-        chat = _Chat(ix, body, timeout)
+        chat_index, mode = collections.model(body.model)
+        chat = _Chat(chat_index, body, timeout, mode)
         try:
             if not body.stream:
                 answer: Answer | None = None
@@ -868,8 +909,9 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
         """Passages with scores (higher is better); no LLM."""
         try:
             where = _filter(body.filter)
+            index = collections.index(body.collection)
             result = await _in_thread(
-                lambda: ix.search(body.query, body.top_k, body.mode, where=where), timeout
+                lambda: index.search(body.query, body.top_k, body.mode, where=where), timeout
             )
         except Exception as exc:
             raise _api_error(exc) from None
@@ -884,10 +926,11 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
     async def ingest(body: IngestRequest) -> dict[str, Any]:
         """Start ingesting paths under the allowed roots; poll GET /v1/ingest/{id}."""
         roots = settings.allowed_roots
+        index = collections.index(body.collection)
         paths = await _in_thread(
             lambda: check_ingest_paths(body.paths, roots, body.include, body.exclude), timeout
         )
-        return jobs.submit(paths, body).to_dict()
+        return jobs.submit(paths, body, index).to_dict()
 
     @app.get("/v1/ingest", dependencies=auth, tags=["ossrag"])
     async def ingest_jobs() -> dict[str, Any]:

@@ -188,12 +188,21 @@ class Store:
     """
 
     def __init__(
-        self, uri: str, collection: str = "ossrag", token: str = "", *, memory_index: bool = True
+        self,
+        uri: str,
+        collection: str = "ossrag",
+        token: str = "",
+        *,
+        memory_index: bool = True,
+        client: MilvusClient | None = None,
     ) -> None:
+        """`client`: another Store's connection to the same Milvus, shared (this Store's
+        close then leaves it open)."""
         self.uri = uri
         self.collection = collection
         self.files_collection = f"{collection}_files"
-        self.client = self._connect(uri, token)
+        self._owns_client = client is None
+        self.client = client if client is not None else self._connect(uri, token)
         self.retry_delays: Sequence[float] = RETRY_DELAYS
         self.memory_index = memory_index and _is_local(uri)
         self._info: CollectionInfo | None = None
@@ -234,6 +243,8 @@ class Store:
 
     def close(self) -> None:
         """Disconnect; for Milvus Lite also stop its in-process server and release the lock."""
+        if not self._owns_client:
+            return
         self.client.close()
         if _is_local(self.uri):
             from milvus_lite.server_manager import server_manager_instance
@@ -370,6 +381,12 @@ class Store:
             for name in (self.collection, self.files_collection):
                 self.client.load_collection(name)
             self._loaded = True
+
+    @_milvus_call("list the collections")
+    def collection_names(self) -> list[str]:
+        """The ossrag collections in this store: those with a file manifest beside them."""
+        names = set(self.client.list_collections())
+        return sorted(n for n in names if f"{n}_files" in names)
 
     @_milvus_call("drop the collections")
     def drop(self) -> None:
