@@ -281,3 +281,30 @@ def test_lite_memory_index_and_milvus_expression_agree(
     assert compared == 196  # k = 8 whenever 8 chunks match (BM25 needs a query word)
     local.close()
     remote.close()
+
+
+def test_cli_chat_and_eval_retrieval_take_filters(
+    settings_db: Path, llm: ScriptedLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = CliRunner()
+    chat = runner.invoke(
+        app, ["chat", "--db", str(settings_db), "--base-url", llm.base_url, "--model",
+              "gpt-oss-20b", "--type", "txt"],
+        input="Where is data kept?\n/quit\n",
+    )  # fmt: skip
+    assert chat.exit_code == 0, chat.stderr
+    prompt = json.dumps(llm.bodies()[-1]["messages"])
+    assert "three query nodes" in prompt and "object storage" not in prompt
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    corpus = write_docs(tmp_path / "corpus")
+    qset = tmp_path / "set.jsonl"
+    item = {"id": "a", "question": "Where are inserted vectors kept?",
+            "evidence": ["keeps inserted vectors in object storage"]}  # fmt: skip
+    qset.write_text(json.dumps(item) + "\n")
+    args = ["eval", "retrieval", str(qset), "--corpus", str(corpus), "--json"]
+    recall = {
+        flags: json.loads(runner.invoke(app, [*args, *flags]).stdout)["recall@10"]
+        for flags in ((), ("--path", "guide/storage.md"), ("--type", "txt"))
+    }
+    assert recall == {(): 1.0, ("--path", "guide/storage.md"): 1.0, ("--type", "txt"): 0.0}
