@@ -10,7 +10,7 @@ an unknown source, a dead LLM) come back as tool errors it can read.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +18,7 @@ from typing import Annotated
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp
@@ -255,13 +256,27 @@ class HttpDoor:
             yield
 
 
-def http_door(index: Index, *, ask: bool, host: str) -> HttpDoor:
+def http_door(
+    index: Index, *, ask: bool, hosts: Sequence[str], origins: Sequence[str] = ()
+) -> HttpDoor:
     """An MCP server over `index` as a streamable-HTTP app answering at /mcp.
 
-    Bound to loopback, the SDK also checks Host and Origin against localhost (DNS rebinding).
+    The SDK checks Host against `hosts` (the server's own list: '*' turns the check off) and a
+    browser's Origin against those hosts and `origins` (the CORS origins), against DNS
+    rebinding and cross-site pages.
     """
     server = build_mcp_server(index, ask=ask)
-    app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
+    names = [h for h in hosts if h != "*"]
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection="*" not in hosts,
+        allowed_hosts=[*names, *(f"{h}:*" for h in names)],
+        allowed_origins=[
+            *origins,
+            *(f"{scheme}://{h}{port}" for h in names for scheme in ("http", "https")
+              for port in ("", ":*")),
+        ],
+    )  # fmt: skip
+    app = server.streamable_http_app(streamable_http_path="/mcp", transport_security=security)
     return HttpDoor(server, app)
 
 

@@ -524,21 +524,20 @@ def _agent_events(index: Index, question: str, options: dict[str, Any]) -> Itera
 class _Chat:
     """One chat completion: the pieces of an OpenAI response around an ask_stream."""
 
-    def __init__(
-        self, index: Index, request: ChatRequest, timeout: float, mode: Mode | None
-    ) -> None:
+    def __init__(self, index: Index, request: ChatRequest, timeout: float, base: str) -> None:
+        """`base`: the model of MODELS that request.model stands for (see Collections)."""
         self.request = request
         question, history = _question_and_history(request.messages)
         schema = request.response_format.answer_schema() if request.response_format else None
         options: dict[str, Any] = {
             "k": request.top_k,
-            "mode": mode,
+            "mode": MODELS[base],
             "effort": request.reasoning_effort,
             "history": history,
             "where": _filter(request.filter),
         }
         self.events: Iterator[AskEvent]
-        if request.model == AGENT_MODEL:
+        if base == AGENT_MODEL:
             if schema is not None:
                 raise ApiError(400, f"response_format: not available with {AGENT_MODEL}")
             self.events = _agent_events(index, question, options)
@@ -692,18 +691,18 @@ async def require_key(
 
 class Collections:
     """The collections a server offers: an index each (sharing one embedder and Milvus
-    connection), each a model `ossrag/<name>` with its mode variants; the first is also
-    plain `ossrag`."""
+    connection), each a model `ossrag/<name>` with its variants (`ossrag/<name>-bm25`,
+    `ossrag/<name>-agent`, …); the first is also plain `ossrag`."""
 
     def __init__(self, index: Index, names: Sequence[str]) -> None:
         names = list(dict.fromkeys(names)) or [index.settings.collection]
         self.default = names[0]
         self.indexes = {name: index.sibling(name) for name in names}
-        self.models: dict[str, tuple[str, Mode | None]] = {}
+        self.models: dict[str, tuple[str, str]] = {}  # name → (collection, MODELS key)
         for collection in ("", *names):
-            for suffix, mode in MODELS.items():
-                name = f"ossrag/{collection}{suffix[6:]}" if collection else suffix
-                self.models[name] = (collection or self.default, mode)
+            for base in MODELS:
+                name = f"ossrag/{collection}{base.removeprefix('ossrag')}" if collection else base
+                self.models[name] = (collection or self.default, base)
 
     def index(self, name: str | None) -> Index:
         """The index of a collection (None: the default); ApiError(404) for others."""
@@ -714,16 +713,16 @@ class Collections:
                            "not_found")  # fmt: skip
         return found
 
-    def model(self, name: str) -> tuple[Index, Mode | None]:
-        """The index and retrieval mode a model name stands for; ApiError(404) if none."""
+    def model(self, name: str) -> tuple[Index, str]:
+        """The index and the model of MODELS a name stands for; ApiError(404) if none."""
         if name not in self.models:
             raise ApiError(
                 404,
                 f"model {name!r} does not exist: use one of {', '.join(self.models)}",
                 "model_not_found",
             )
-        collection, mode = self.models[name]
-        return self.indexes[collection], mode
+        collection, base = self.models[name]
+        return self.indexes[collection], base
 
 
 def has_key(authorization: str | None, keys: Sequence[str]) -> bool:
@@ -767,7 +766,8 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
     jobs = IngestJobs(ix, resolve_roots(settings.allowed_roots))
     timeout = settings.request_timeout
     default = collections.index(None)  # MCP and --watch serve the first collection
-    mcp = http_door(default, ask=True, host=settings.host)
+    hosts = allowed_host_names(settings)
+    mcp = http_door(default, ask=True, hosts=hosts, origins=settings.cors_origins)
     watcher = FolderWatcher(default, jobs, [Path(p) for p in settings.watch])
 
     @asynccontextmanager
@@ -803,7 +803,6 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
     # sits outside them all), so its 413 gets the JSON shape and the security headers.
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
     app.add_middleware(PlainErrorsAsJson)
-    hosts = allowed_host_names(settings)
     if "*" not in hosts:
         app.add_middleware(HostCheck, allowed_hosts=hosts)
     docs_page = _api_docs_page()
@@ -875,8 +874,8 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
     @app.post("/v1/chat/completions", dependencies=auth, tags=["openai"], response_model=None)
     async def chat_completions(body: ChatRequest) -> Response:
         """Retrieve for the last user message and answer with the configured LLM."""
-        chat_index, mode = collections.model(body.model)
-        chat = _Chat(chat_index, body, timeout, mode)
+        chat_index, base = collections.model(body.model)
+        chat = _Chat(chat_index, body, timeout, base)
         try:
             if not body.stream:
                 answer: Answer | None = None

@@ -58,7 +58,7 @@ def _call(live: LiveServer, method: str, path: str, body: Any = None) -> httpx.R
 def test_models_name_each_collection_and_mode(served: tuple[LiveServer, Path]) -> None:
     live, _ = served
     ids = [m["id"] for m in _call(live, "GET", "/v1/models").json()["data"]]
-    modes = ["", "-hybrid", "-dense", "-bm25"]
+    modes = ["", "-hybrid", "-dense", "-bm25", "-agent"]
     assert ids == [f"ossrag{m}" for m in modes] + [f"ossrag/recipes{m}" for m in modes] + [
         f"ossrag/garden{m}" for m in modes
     ]
