@@ -50,6 +50,7 @@ from swagger_ui_bundle import swagger_ui_path
 from ossrag.agent import ToolStep
 from ossrag.budget import ContextBudgetError
 from ossrag.config import ConfigError, Effort, Mode, Settings
+from ossrag.console import terminal_safe
 from ossrag.embeddings import EmbedderError
 from ossrag.filters import Filter, FilterError, filter_from_json
 from ossrag.http_guards import (
@@ -393,8 +394,7 @@ class FolderWatcher:
 
 def _status(line: str) -> None:
     """A status line on the server's terminal (stderr), control characters escaped."""
-    safe = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in line)
-    print(f"ossrag: {safe}", file=sys.stderr, flush=True)
+    print(f"ossrag: {terminal_safe(line)}", file=sys.stderr, flush=True)
 
 
 def check_ingest_paths(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from watchfiles import Change, DefaultFilter, watch
 
+from ossrag.console import terminal_safe
 from ossrag.ingest import IngestReport
 from ossrag.loaders import SUPPORTED_SUFFIXES
 
@@ -69,11 +70,7 @@ def _describe(changes: Iterable[tuple[Change, str]], roots: Sequence[Path]) -> l
                 shown = path.relative_to(root).as_posix()
                 break
         seen[shown] = _SIGNS.get(change, "~")
-    escaped = {
-        "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in name): sign
-        for name, sign in seen.items()
-    }
-    return [f"{sign} {name}" for name, sign in sorted(escaped.items())]
+    return [f"{sign} {terminal_safe(name)}" for name, sign in sorted(seen.items())]
 
 
 def watch_and_sync(
