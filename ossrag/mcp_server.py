@@ -123,6 +123,11 @@ def _passage(p: Passage, n: int) -> SearchPassage:
     )
 
 
+def _listed(value: list[str] | str | None) -> list[str]:
+    """A string or a list of strings (models send either) as a list."""
+    return [value] if isinstance(value, str) else list(value or ())
+
+
 def _tool_error(exc: Exception) -> ToolError:
     """A library error as a tool error the model can read."""
     return ToolError(str(exc) or type(exc).__name__)
@@ -147,10 +152,11 @@ def build_mcp_server(index: Index, *, ask: bool = True) -> MCPServer:
             Mode | None, Field(description="hybrid (default), dense (meaning) or bm25 (words)")
         ] = None,
         path: Annotated[
-            list[str] | None, Field(description="globs the file path must match (any of them)")
+            list[str] | str | None,
+            Field(description="glob(s) the file path must match (any of them)"),
         ] = None,
         type: Annotated[
-            list[str] | None, Field(description="file types to keep, e.g. md, pdf")
+            list[str] | str | None, Field(description="file type(s) to keep, e.g. md, pdf")
         ] = None,
         since: Annotated[
             str | None, Field(description="files modified on/after: 2026-01-31 or 7d")
@@ -159,7 +165,7 @@ def build_mcp_server(index: Index, *, ask: bool = True) -> MCPServer:
         if not query.strip():
             raise ToolError("query is empty: pass the words to look for")
         try:
-            where = make_filter(path or (), type or (), since)
+            where = make_filter(_listed(path), _listed(type), since)
             result = index.search(query, k, mode, where=where)
         except LIBRARY_ERRORS as exc:
             raise _tool_error(exc) from None

@@ -282,5 +282,7 @@ def test_search_filters_keep_k_passages_when_k_match(local: Index) -> None:
     assert later.structured_content == {
         "passages": [], "notice": "no stored file matches the filter"
     }  # fmt: skip
+    one = _call(local, "search", {"query": "query nodes", "k": 3, "path": "guide/search.md"})
+    assert _where(one.structured_content["passages"]) == [FILTERS, METRICS]
     recent = _call(local, "search", {"query": "query nodes", "k": 1, "since": "1d"})
     assert _where(recent.structured_content["passages"]) == [("notes.txt", "", 1, 3)]
