@@ -692,14 +692,15 @@ async def require_key(
 class Collections:
     """The collections a server offers: an index each (sharing one embedder and Milvus
     connection), each a model `ossrag/<name>` with its variants (`ossrag/<name>-bm25`,
-    `ossrag/<name>-agent`, …); the first is also plain `ossrag`."""
+    `ossrag/<name>-agent`, …); the first is also plain `ossrag`. Without `names`, the index's
+    own collection is served as the plain models alone."""
 
     def __init__(self, index: Index, names: Sequence[str]) -> None:
-        names = list(dict.fromkeys(names)) or [index.settings.collection]
-        self.default = names[0]
-        self.indexes = {name: index.sibling(name) for name in names}
+        named = list(dict.fromkeys(names))
+        self.default = named[0] if named else index.settings.collection
+        self.indexes = {name: index.sibling(name) for name in named or [self.default]}
         self.models: dict[str, tuple[str, str]] = {}  # name → (collection, MODELS key)
-        for collection in ("", *names):
+        for collection in ("", *named):
             for base in MODELS:
                 name = f"ossrag/{collection}{base.removeprefix('ossrag')}" if collection else base
                 self.models[name] = (collection or self.default, base)
