@@ -64,7 +64,16 @@ ASK_DOC = """\
 Answer a question from the user's documents with the configured LLM (gpt-oss): retrieves \
 passages, then returns the answer with numbered citations [n] and the cited sources. \
 Slower than `search`; prefer `search` when you can read passages yourself. `effort` is the \
-reasoning effort (low, medium, high)."""
+reasoning effort (low, medium, high); `path`, `type` and `since` keep to some files, as in \
+`search`."""
+
+
+# The filter arguments of `search` and `ask` (see ossrag.filters).
+PathArg = Annotated[
+    list[str] | str | None, Field(description="glob(s) the file path must match (any of them)")
+]
+TypeArg = Annotated[list[str] | str | None, Field(description="file type(s) to keep, e.g. md, pdf")]
+SinceArg = Annotated[str | None, Field(description="files modified on/after: 2026-01-31 or 7d")]
 
 
 class SearchPassage(BaseModel):
@@ -151,16 +160,9 @@ def build_mcp_server(index: Index, *, ask: bool = True) -> MCPServer:
         mode: Annotated[
             Mode | None, Field(description="hybrid (default), dense (meaning) or bm25 (words)")
         ] = None,
-        path: Annotated[
-            list[str] | str | None,
-            Field(description="glob(s) the file path must match (any of them)"),
-        ] = None,
-        type: Annotated[
-            list[str] | str | None, Field(description="file type(s) to keep, e.g. md, pdf")
-        ] = None,
-        since: Annotated[
-            str | None, Field(description="files modified on/after: 2026-01-31 or 7d")
-        ] = None,
+        path: PathArg = None,
+        type: TypeArg = None,
+        since: SinceArg = None,
     ) -> SearchOutput:
         if not query.strip():
             raise ToolError("query is empty: pass the words to look for")
@@ -201,11 +203,15 @@ def build_mcp_server(index: Index, *, ask: bool = True) -> MCPServer:
         def ask_tool(
             question: Annotated[str, Field(min_length=1, max_length=8000)],
             effort: Effort | None = None,
+            path: PathArg = None,
+            type: TypeArg = None,
+            since: SinceArg = None,
         ) -> AskOutput:
             if not question.strip():
                 raise ToolError("question is empty")
             try:
-                answer = index.ask(question, effort=effort)
+                where = make_filter(_listed(path), _listed(type), since)
+                answer = index.ask(question, effort=effort, where=where)
             except LIBRARY_ERRORS as exc:
                 raise _tool_error(exc) from None
             cited = set(answer.cited)

@@ -118,6 +118,8 @@ def test_stdio_search_open_source_ask_and_files(
                              "start_line", "end_line")}, "cited": True}  # fmt: skip
             assert REASONING not in answered.content[0].text  # reasoning is left out
             assert llm_server.bodies()[-1]["reasoning_effort"] == "low"
+            kept = await client.call_tool("ask", {"question": STORAGE_Q, "path": "notes.txt"})
+            assert [c["source"] for c in kept.structured_content["citations"]] == ["notes.txt"]
 
             listed = (await client.list_resources()).resources
             assert [(str(r.uri), r.mime_type) for r in listed] == [(FILES_URI, "application/json")]
