@@ -266,6 +266,9 @@ def _call(index: Index, tool: str, args: dict[str, Any], ask: bool = False) -> A
         ("open_source", {"source": "guide/storage.md", "start_line": 9, "end_line": 3},
          "end_line 3 is before start_line 9"),
         ("open_source", {"source": "nope.md"}, "nothing stored for 'nope.md' in lines 1-200"),
+        # an expression injected through the source name stays a string
+        ("open_source", {"source": 'x" or id != "'}, "nothing stored for 'x\" or id != \"'"),
+        ("open_source", {"source": "gu\u00efde/storage.md\n"}, "nothing stored for 'gu\u00efde"),
         ("ask", {"question": "q"}, "Unknown tool: ask"),
     ],
 )  # fmt: skip

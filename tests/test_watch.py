@@ -18,12 +18,14 @@ import httpx
 import pytest
 from conftest import REPO, write_docs
 from test_server import LiveServer
+from watchfiles import Change
 
 from ossrag.config import ConfigError, load_settings
 from ossrag.embeddings import Embedder
 from ossrag.index import Index
+from ossrag.ingest import IngestReport
 from ossrag.server import create_app
-from ossrag.watch import Synced, watch_and_sync
+from ossrag.watch import Synced, _describe, watch_and_sync
 
 pytestmark = pytest.mark.timeout(180)
 SETTLE = 15.0  # seconds a test waits for a sync on a busy machine
@@ -174,3 +176,15 @@ def test_serve_watch_refuses_a_missing_folder(tmp_path: Path, embedder: Embedder
     settings = load_settings(db=str(tmp_path / "s.db"), watch=[str(tmp_path / "nope")])
     with pytest.raises(ConfigError, match=r"watch .*nope: not a directory \(OSSRAG_WATCH"):
         create_app(settings, Index(settings, embedder=embedder))
+
+
+def test_status_line_names_changes_safely(tmp_path: Path) -> None:
+    changes = {(Change.added, str(tmp_path / f"n{n}.md")) for n in range(5)}
+    changes.add((Change.deleted, str(tmp_path / "evil\x1b]0;pwned\x07.md")))
+    described = _describe(changes, [tmp_path])
+    assert described[0] == "- evil\\x1b]0;pwned\\x07.md"
+    report = IngestReport(files_added=5, files_removed=1, seconds=0.25)
+    line = Synced(described, report, 0.0).status()
+    assert line.endswith(" - evil\\x1b]0;pwned\\x07.md, + n0.md, + n1.md and 3 more → 5 added, "
+                         "0 updated, 1 removed, 0 skipped (0.2s)")  # fmt: skip
+    assert "\x1b" not in line and "\x07" not in line
