@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import write_docs
+from conftest import REPO, write_docs
 from llm_server import Reply, ScriptedLLMServer
 from test_server import LiveServer
 from test_servers import Server, lite_server
@@ -140,6 +142,15 @@ def test_cli_search_and_ask_take_filters(
     assert [c["source"] for c in json.loads(asked.stdout)["citations"]] == ["notes.txt"]
     prompt = json.dumps(llm.bodies()[-1]["messages"])
     assert "three query nodes" in prompt and "object storage" not in prompt
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # and as a separate process
+    process = subprocess.run(
+        [sys.executable, "-m", "ossrag", "search", "query nodes", "-k", "3", "--type", "md",
+         *base, "--json"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert _where(json.loads(process.stdout)["results"]) == [FILTERS, METRICS, STORAGE]
 
     bad = runner.invoke(app, ["search", "x", "--type", "exe", *base])
     assert bad.exit_code == 1
