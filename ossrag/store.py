@@ -214,6 +214,7 @@ class Store:
         self._lexicon: Lexicon | None = None
         self._lexicon_lock = threading.Lock()
         self._manifest: tuple[str, dict[str, FileRecord]] | None = None  # (generation, files)
+        self._creating = False  # between the manifest collection and its info row
 
     @staticmethod
     def _connect(uri: str, token: str) -> MilvusClient:
@@ -259,6 +260,8 @@ class Store:
         if self._info is None and self.client.has_collection(self.files_collection):
             self._load()
             rows = self.client.get(self.files_collection, ids=[INFO_ID], output_fields=["root"])
+            if not rows and self._creating:
+                return None  # another thread of this process is creating it: empty until then
             try:
                 self._info = CollectionInfo(**json.loads(rows[0]["root"]))
             except (IndexError, ValueError, TypeError):
@@ -273,7 +276,11 @@ class Store:
         """Create the collections on first use; refuse a different embedder afterwards."""
         info = self.info()
         if info is None:
-            info = self._create(embedder, dim)
+            self._creating = True
+            try:
+                info = self._create(embedder, dim)
+            finally:
+                self._creating = False
         if info.schema != SCHEMA_VERSION:
             raise StoreError(
                 f"collection {self.collection!r} at {self.uri} was made by an older ossrag "

@@ -25,6 +25,7 @@ from ossrag.embeddings import Embedder
 from ossrag.index import Index
 from ossrag.ingest import IngestReport
 from ossrag.server import create_app
+from ossrag.store import CollectionInfo, Store
 from ossrag.watch import Synced, _describe, watch_and_sync
 
 pytestmark = pytest.mark.timeout(180)
@@ -188,3 +189,22 @@ def test_status_line_names_changes_safely(tmp_path: Path) -> None:
     assert line.endswith(" - evil\\x1b]0;pwned\\x07.md, + n0.md, + n1.md and 3 more → 5 added, "
                          "0 updated, 1 removed, 0 skipped (0.2s)")  # fmt: skip
     assert "\x1b" not in line and "\x07" not in line
+
+
+class _PeekingStore(Store):
+    """Reads its own info the moment before the info row is written, as a search in another
+    thread of the server can while an ingest creates the collection."""
+
+    seen: list[object]
+
+    def _write_info(self, info: CollectionInfo) -> None:
+        self.seen = [self.info()]
+        super()._write_info(info)
+
+
+def test_a_collection_being_created_reads_as_empty(tmp_path: Path, embedder: Embedder) -> None:
+    store = _PeekingStore(str(tmp_path / "s.db"))
+    store.ensure(embedder.name, embedder.dim)
+    assert store.seen == [None]  # not "was not made by this ossrag"
+    assert store.info() is not None
+    store.close()
