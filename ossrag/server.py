@@ -238,7 +238,7 @@ class IngestRequest(BaseModel):
     include: list[str] = []
     exclude: list[str] = []
     prune: bool = Field(True, description="remove files that disappeared from the directories")
-    collection: str | None = Field(None, description="collection (default: the first)")
+    collection: str | None = Field(default=None, description="collection (default: the first)")
 
 
 # --------------------------------------------------------------------------- ingest jobs
