@@ -165,6 +165,7 @@ class Index:
         mode: Mode | None = None,
         effort: str | None = None,
         history: Sequence[dict[str, Any]] = (),
+        instructions: str = "",
     ) -> Iterator[AskEvent]:
         """Retrieve, then stream the answer: see `ossrag.rag.stream_answer`.
 
@@ -183,6 +184,7 @@ class Index:
             history=history,
             retrieve_ms=retrieve_ms,
             budget=self.budget,
+            instructions=instructions,
         )
 
     def agent_stream(
@@ -211,6 +213,7 @@ class Index:
         mode: Mode | None = None,
         effort: str | None = None,
         history: Sequence[dict[str, Any]] = (),
+        instructions: str = "",
     ) -> StructuredAnswer:
         """A validated JSON answer (see `ossrag.structured`; `schema` from `load_schema`); a
         follow-up is rewritten to stand alone first, as in `ask_stream`."""
@@ -219,6 +222,7 @@ class Index:
         return answer_structured(
             question, result, self.llm, self.budget, schema=schema,
             effort=effort or self.settings.effort, history=history, retrieve_ms=retrieve_ms,
+            instructions=instructions,
         )  # fmt: skip
 
     def _timed_search(

@@ -69,6 +69,7 @@ from ossrag.structured import (
     check_schema,
     citation_numbers,
 )
+from ossrag.usage import counted_usage
 
 log = logging.getLogger("ossrag.server")
 
@@ -420,8 +421,9 @@ def _sse(payload: Any) -> bytes:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
 
-def _question_and_history(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[str, str]]]:
-    """The last user message, and the user/assistant turns before it."""
+def _conversation(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[str, str]], str]:
+    """The last user message, the user/assistant turns before it, and the text of the system
+    (or developer) messages: the client's instructions."""
     last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
     if last is None or not messages[last].text.strip():
         raise ApiError(400, "messages: the last user message has no text to answer")
@@ -430,7 +432,10 @@ def _question_and_history(messages: Sequence[ChatMessage]) -> tuple[str, list[di
         for m in messages[:last]
         if m.role in ("user", "assistant") and m.text
     ]
-    return messages[last].text, history
+    instructions = "\n\n".join(
+        m.text for m in messages if m.role in ("system", "developer") and m.text.strip()
+    )
+    return messages[last].text, history, instructions
 
 
 def _agent_events(index: Index, question: str, options: dict[str, Any]) -> Iterator[AskEvent]:
@@ -440,39 +445,55 @@ def _agent_events(index: Index, question: str, options: dict[str, Any]) -> Itera
         yield ReasoningDelta(f"{event.summary}\n") if isinstance(event, ToolStep) else event
 
 
-class _Chat:
-    """One chat completion: the pieces of an OpenAI response around an ask_stream."""
+def _usage(answer: Answer) -> dict[str, Any]:
+    """The answer's usage in OpenAI's shape (the engine counts it when the LLM sent none)."""
+    return answer.usage or counted_usage((), answer.reasoning, answer.text)
 
-    def __init__(self, index: Index, request: ChatRequest, timeout: float) -> None:
-        if request.model not in MODELS:
+
+class _Turn:
+    """One answer through the engine, as every OpenAI endpoint serves it: ask_stream's events
+    (or a JSON answer as such events), pulled in worker threads within the request timeout."""
+
+    def __init__(
+        self,
+        index: Index,
+        *,
+        model: str,
+        messages: Sequence[ChatMessage],
+        timeout: float,
+        effort: Effort | None = None,
+        top_k: int | None = None,
+        response_format: ResponseFormat | None = None,
+        footnotes: bool = True,
+    ) -> None:
+        if model not in MODELS:
             raise ApiError(
                 404,
-                f"model {request.model!r} does not exist: use one of {', '.join(MODELS)}",
+                f"model {model!r} does not exist: use one of {', '.join(MODELS)}",
                 "model_not_found",
             )
-        self.request = request
-        question, history = _question_and_history(request.messages)
-        schema = request.response_format.answer_schema() if request.response_format else None
+        self.question, self.history, instructions = _conversation(messages)
+        schema = response_format.answer_schema() if response_format else None
         options: dict[str, Any] = {
-            "k": request.top_k,
-            "mode": MODELS[request.model],
-            "effort": request.reasoning_effort,
-            "history": history,
+            "k": top_k,
+            "mode": MODELS[model],
+            "effort": effort,
+            "history": self.history,
+            "instructions": instructions,
         }
         self.events: Iterator[AskEvent]
-        if request.model == AGENT_MODEL:
+        if model == AGENT_MODEL:
             if schema is not None:
                 raise ApiError(400, f"response_format: not available with {AGENT_MODEL}")
-            self.events = _agent_events(index, question, options)
+            del options["instructions"]  # the agent has its own prompt
+            self.events = _agent_events(index, self.question, options)
         elif schema is None:
-            self.events = index.ask_stream(question, **options)
+            self.events = index.ask_stream(self.question, **options)
         else:
-            self.events = self._structured(index, question, schema, options)
+            self.events = self._structured(index, self.question, schema, options)
         # A JSON answer is sent as the JSON alone: no footnotes, citations from its own field.
-        self.footnotes = request.footnotes and schema is None
+        self.footnotes = footnotes and schema is None
         self.json_cited: list[int] | None = None
-        self.id = f"chatcmpl-{uuid.uuid4().hex}"
-        self.created = int(time.time())
         self.deadline = time.monotonic() + timeout
 
     def _structured(
@@ -495,11 +516,55 @@ class _Chat:
     def cited(self, answer: Answer) -> list[int]:
         return answer.cited if self.json_cited is None else self.json_cited
 
+    def footnote(self, answer: Answer) -> str:
+        """The "Sources:" text appended to the answer, if any."""
+        return _footnotes(answer) if self.footnotes else ""
+
+    def sources(self, answer: Answer) -> list[dict[str, Any]]:
+        cited = self.cited(answer)
+        return [{**s, "cited": s["n"] in cited} for s in _sources(answer.passages)]
+
     async def next_event(self) -> AskEvent | None:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError
         return await _in_thread(lambda: next(self.events, None), remaining)
+
+    async def finish(self) -> Answer:
+        """The whole answer (for a non-streamed response); errors as ApiError."""
+        answer: Answer | None = None
+        try:
+            while (event := await self.next_event()) is not None:
+                if isinstance(event, Answer):
+                    answer = event
+        except Exception as exc:
+            raise _api_error(exc) from None
+        finally:
+            self.close()
+        assert answer is not None, "stream_answer always ends with an Answer"
+        return answer
+
+    async def start(self) -> list[AskEvent]:
+        """The events up to the first from the LLM, so that a dead LLM is an HTTP error rather
+        than a broken stream."""
+        first: list[AskEvent] = []
+        try:
+            while not first or isinstance(first[-1], (Rewritten, Retrieved)):
+                event = await self.next_event()
+                if event is None:
+                    break
+                first.append(event)
+        except Exception as exc:
+            self.close()
+            raise _api_error(exc) from None
+        return first
+
+    async def rest(self, first: list[AskEvent]) -> AsyncIterator[AskEvent]:
+        """`first`, then the remaining events (the caller closes the turn when done)."""
+        for event in first:
+            yield event
+        while (later := await self.next_event()) is not None:
+            yield later
 
     def close(self) -> None:
         """Close the generator, and with it the LLM stream (unless a worker still runs it:
@@ -508,6 +573,33 @@ class _Chat:
         if close is not None:
             with suppress(ValueError):
                 close()
+
+
+def _event_stream(chunks: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(
+        chunks,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+class _Chat:
+    """One chat completion: the pieces of an OpenAI response around a _Turn."""
+
+    def __init__(self, index: Index, request: ChatRequest, timeout: float) -> None:
+        self.request = request
+        self.turn = _Turn(
+            index,
+            model=request.model,
+            messages=request.messages,
+            timeout=timeout,
+            effort=request.reasoning_effort,
+            top_k=request.top_k,
+            response_format=request.response_format,
+            footnotes=request.footnotes,
+        )
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
 
     def chunk(self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
         """One SSE chunk; `delta=None` makes the usage-only chunk (no choices)."""
@@ -522,19 +614,26 @@ class _Chat:
                 "object": "chat.completion.chunk",
                 "created": self.created,
                 "model": self.request.model,
+                "system_fingerprint": None,
                 "choices": choices,
                 **extra,
             }
         )
 
     def completion(self, answer: Answer) -> dict[str, Any]:
-        text = answer.text + (_footnotes(answer) if self.footnotes else "")
-        message = {"role": "assistant", "content": text, "reasoning": answer.reasoning or None}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": answer.text + self.turn.footnote(answer),
+            "refusal": None,
+            "annotations": [],
+            "reasoning": answer.reasoning or None,
+        }
         return {
             "id": self.id,
             "object": "chat.completion",
             "created": self.created,
             "model": self.request.model,
+            "system_fingerprint": None,
             "choices": [
                 {
                     "index": 0,
@@ -543,10 +642,8 @@ class _Chat:
                     "finish_reason": answer.finish_reason or "stop",
                 }
             ],
-            "usage": answer.usage,
-            "sources": [
-                {**s, "cited": s["n"] in self.cited(answer)} for s in _sources(answer.passages)
-            ],
+            "usage": _usage(answer),
+            "sources": self.turn.sources(answer),
             **({"notice": answer.notice} if answer.notice else {}),
         }
 
@@ -555,11 +652,7 @@ class _Chat:
         include_usage = bool((self.request.stream_options or {}).get("include_usage"))
         sources_sent = False
         try:
-            pending = list(first)
-            while True:
-                event = pending.pop(0) if pending else await self.next_event()
-                if event is None:
-                    break
+            async for event in self.turn.rest(first):
                 if isinstance(event, Retrieved):
                     sources_sent = True
                     notice = {"notice": event.result.notice} if event.result.notice else {}
@@ -573,21 +666,20 @@ class _Chat:
                 elif isinstance(event, ContentDelta):
                     yield self.chunk({"content": event.text})
                 elif isinstance(event, Answer):
-                    if self.footnotes and (notes := _footnotes(event)):
+                    if notes := self.turn.footnote(event):
                         yield self.chunk({"content": notes})
                     # The agent finds its passages as it goes: they are listed at the end.
                     late = {} if sources_sent else {"sources": _sources(event.passages)}
-                    yield self.chunk(
-                        {}, event.finish_reason or "stop", cited=self.cited(event), **late
-                    )
+                    cited = self.turn.cited(event)
+                    yield self.chunk({}, event.finish_reason or "stop", cited=cited, **late)
                     if include_usage:
-                        yield self.chunk(None, usage=event.usage)
+                        yield self.chunk(None, usage=_usage(event))
             yield b"data: [DONE]\n\n"
         except Exception as exc:  # headers are sent: the error travels as an SSE event
             error = _api_error(exc)
             yield _sse(_error_body(str(error), error.kind))
         finally:
-            self.close()
+            self.turn.close()
 
 
 # --------------------------------------------------------------------------- the app
@@ -726,30 +818,9 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
     async def chat_completions(body: ChatRequest) -> Response:
         """Retrieve for the last user message and answer with the configured LLM."""
         chat = _Chat(ix, body, timeout)
-        try:
-            if not body.stream:
-                answer: Answer | None = None
-                while (event := await chat.next_event()) is not None:
-                    if isinstance(event, Answer):
-                        answer = event
-                assert answer is not None, "stream_answer always ends with an Answer"
-                chat.close()
-                return JSONResponse(chat.completion(answer))
-            # Pull up to the first LLM event so a dead LLM is an HTTP error, not a broken stream.
-            first: list[AskEvent] = []
-            while not first or isinstance(first[-1], (Rewritten, Retrieved)):
-                event = await chat.next_event()
-                if event is None:
-                    break
-                first.append(event)
-        except Exception as exc:
-            chat.close()
-            raise _api_error(exc) from None
-        return StreamingResponse(
-            chat.stream(first),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        if not body.stream:
+            return JSONResponse(chat.completion(await chat.turn.finish()))
+        return _event_stream(chat.stream(await chat.turn.start()))
 
     # -- ossrag
 
