@@ -61,6 +61,7 @@ from ossrag.llm import ContentDelta, LLMError, ReasoningDelta
 from ossrag.loaders import Found, discover
 from ossrag.models import Passage
 from ossrag.rag import Answer, AskEvent, Retrieved, Rewritten
+from ossrag.responses import ResponseMemory, ResponseShapes, ResponsesRequest, ResponseStream
 from ossrag.retrieval import SearchResult
 from ossrag.store import StoreError
 from ossrag.structured import (
@@ -169,18 +170,18 @@ class ResponseFormat(BaseModel):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
-    def answer_schema(self) -> dict[str, Any] | None:
-        """The schema the answer must match, or None for prose."""
+    def answer_schema(self, field: str = "response_format.json_schema") -> dict[str, Any] | None:
+        """The schema the answer must match, or None for prose; errors name `field`."""
         if self.type == "text":
             return None
         if self.type == "json_object":
             return BASE_SCHEMA
         if self.json_schema is None:
-            raise ApiError(400, "response_format.json_schema: required when type is json_schema")
+            raise ApiError(400, f"{field}: required when type is json_schema")
         try:
             return check_schema(self.json_schema.schema_)
         except StructuredAnswerError as exc:
-            raise ApiError(400, f"response_format.json_schema.schema: {exc}") from None
+            raise ApiError(400, f"{field}.schema: {exc}") from None
 
 
 class ChatRequest(BaseModel):
@@ -421,12 +422,14 @@ def _sse(payload: Any) -> bytes:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
 
-def _conversation(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[str, str]], str]:
+def _conversation(
+    messages: Sequence[ChatMessage], field: str
+) -> tuple[str, list[dict[str, str]], str]:
     """The last user message, the user/assistant turns before it, and the text of the system
-    (or developer) messages: the client's instructions."""
+    (or developer) messages: the client's instructions. Errors name `field`."""
     last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
     if last is None or not messages[last].text.strip():
-        raise ApiError(400, "messages: the last user message has no text to answer")
+        raise ApiError(400, f"{field}: the last user message has no text to answer")
     history = [
         {"role": m.role, "content": m.text}
         for m in messages[:last]
@@ -460,10 +463,11 @@ class _Turn:
         *,
         model: str,
         messages: Sequence[ChatMessage],
+        field: str,
         timeout: float,
         effort: Effort | None = None,
         top_k: int | None = None,
-        response_format: ResponseFormat | None = None,
+        schema: dict[str, Any] | None = None,
         footnotes: bool = True,
     ) -> None:
         if model not in MODELS:
@@ -472,8 +476,7 @@ class _Turn:
                 f"model {model!r} does not exist: use one of {', '.join(MODELS)}",
                 "model_not_found",
             )
-        self.question, self.history, instructions = _conversation(messages)
-        schema = response_format.answer_schema() if response_format else None
+        self.question, self.history, instructions = _conversation(messages, field)
         options: dict[str, Any] = {
             "k": top_k,
             "mode": MODELS[model],
@@ -592,10 +595,11 @@ class _Chat:
             index,
             model=request.model,
             messages=request.messages,
+            field="messages",
             timeout=timeout,
             effort=request.reasoning_effort,
             top_k=request.top_k,
-            response_format=request.response_format,
+            schema=request.response_format.answer_schema() if request.response_format else None,
             footnotes=request.footnotes,
         )
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -682,6 +686,104 @@ class _Chat:
             self.turn.close()
 
 
+def _responses_turn(
+    index: Index, request: ResponsesRequest, memory: ResponseMemory, timeout: float
+) -> _Turn:
+    """The engine turn for a Responses API request, after the remembered conversation."""
+    earlier: list[dict[str, str]] = []
+    if request.previous_response_id is not None:
+        previous = memory.get(request.previous_response_id)
+        if previous is None:
+            raise ApiError(
+                404,
+                f"previous_response_id: no stored response {request.previous_response_id!r} "
+                f"(the server remembers its last {memory.size}, until it restarts)",
+                "not_found",
+            )
+        earlier = previous.turns
+    schema = None
+    if request.text is not None and request.text.format.type != "text":
+        text_format = request.text.format
+        if text_format.type == "json_schema" and text_format.schema_ is None:
+            raise ApiError(400, "text.format.schema: required when type is json_schema")
+        json_schema = (
+            None if text_format.schema_ is None else JsonSchemaFormat(schema=text_format.schema_)
+        )
+        schema = ResponseFormat(type=text_format.type, json_schema=json_schema).answer_schema(
+            "text.format"
+        )
+    return _Turn(
+        index,
+        model=request.model,
+        messages=[ChatMessage(**m) for m in request.messages(earlier)],
+        field="input",
+        timeout=timeout,
+        effort=request.reasoning.effort if request.reasoning else None,
+        top_k=request.top_k,
+        schema=schema,
+        footnotes=request.footnotes,
+    )
+
+
+class _Responses:
+    """One Responses API answer: the response object or its event stream around a _Turn."""
+
+    def __init__(
+        self, index: Index, request: ResponsesRequest, memory: ResponseMemory, timeout: float
+    ) -> None:
+        self.request, self.memory = request, memory
+        self.turn = _responses_turn(index, request, memory, timeout)
+        self.shapes = ResponseShapes(request)
+
+    def remember(self, answer: Answer, response: dict[str, Any]) -> None:
+        """Store the response and its conversation for previous_response_id (unless
+        `store` is false)."""
+        if self.request.store:
+            turn = [
+                {"role": "user", "content": self.turn.question},
+                {"role": "assistant", "content": answer.text},
+            ]
+            self.memory.remember(response, [*self.turn.history, *turn])
+
+    def extra(self, answer: Answer) -> dict[str, Any]:
+        notice = {"notice": answer.notice} if answer.notice else {}
+        return {"sources": self.turn.sources(answer), **notice}
+
+    def completed(self, answer: Answer) -> dict[str, Any]:
+        text = answer.text + self.turn.footnote(answer)
+        output = self.shapes.output(answer.reasoning, text)
+        response = self.shapes.response("completed", output, _usage(answer), **self.extra(answer))
+        self.remember(answer, response)
+        return response
+
+    async def stream(self, first: list[AskEvent]) -> AsyncIterator[bytes]:
+        """The Responses API's events; `first` are the engine events already pulled."""
+        stream = ResponseStream(self.shapes)
+        try:
+            async for event in self.turn.rest(first):
+                chunks: list[bytes] = []
+                if isinstance(event, Retrieved):
+                    notice = {"notice": event.result.notice} if event.result.notice else {}
+                    chunks = stream.start(sources=_sources(event.result.passages), **notice)
+                elif isinstance(event, ReasoningDelta):
+                    chunks = stream.reasoning_delta(event.text)
+                elif isinstance(event, ContentDelta):
+                    chunks = stream.text_delta(event.text)
+                elif isinstance(event, Answer):
+                    if notes := self.turn.footnote(event):
+                        chunks = stream.text_delta(notes)
+                    closing, response = stream.finish(_usage(event), **self.extra(event))
+                    chunks += closing
+                    self.remember(event, response)
+                for chunk in chunks:
+                    yield chunk
+        except Exception as exc:  # headers are sent: the error travels as events
+            for chunk in stream.failed(str(_api_error(exc)), "server_error"):
+                yield chunk
+        finally:
+            self.turn.close()
+
+
 # --------------------------------------------------------------------------- the app
 
 _bearer = HTTPBearer(auto_error=False, description="one of OSSRAG_API_KEYS")
@@ -714,6 +816,7 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
     ix = index if index is not None else Index(settings)
     keys = load_api_keys(settings)
     jobs = IngestJobs(ix, resolve_roots(settings.allowed_roots))
+    memory = ResponseMemory()
     timeout = settings.request_timeout
 
     @asynccontextmanager
@@ -821,6 +924,22 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
         if not body.stream:
             return JSONResponse(chat.completion(await chat.turn.finish()))
         return _event_stream(chat.stream(await chat.turn.start()))
+
+    @app.post("/v1/responses", dependencies=auth, tags=["openai"], response_model=None)
+    async def responses(body: ResponsesRequest) -> Response:
+        """OpenAI's Responses API over the same engine turn as chat completions."""
+        answering = _Responses(ix, body, memory, timeout)
+        if not body.stream:
+            return JSONResponse(answering.completed(await answering.turn.finish()))
+        return _event_stream(answering.stream(await answering.turn.start()))
+
+    @app.get("/v1/responses/{response_id}", dependencies=auth, tags=["openai"])
+    async def stored_response(response_id: str) -> dict[str, Any]:
+        """A response stored by this server (the last ones, in memory)."""
+        remembered = memory.get(response_id)
+        if remembered is None:
+            raise ApiError(404, f"no stored response {response_id!r}", "not_found")
+        return remembered.response
 
     # -- ossrag
 

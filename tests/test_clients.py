@@ -1,0 +1,204 @@
+"""Third-party OpenAI clients against `ossrag serve` (the scripted LLM behind it): simonw/llm,
+LangChain's ChatOpenAI, and the openai SDK's Responses API."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from langchain_openai import ChatOpenAI
+from llm_server import Reply, ScriptedLLMServer, estimate_usage
+from pydantic import BaseModel
+
+# The live server of tests/test_server.py (one per module: a store with the fixture docs,
+# served with an API key, the scripted LLM answering ANSWER with REASONING).
+from test_server import (  # noqa: F401
+    ANSWER,
+    KEY,
+    REASONING,
+    STORAGE_Q,
+    LiveServer,
+    live,
+    llm_server,
+    served,
+    workdir,
+)
+
+from ossrag.budget import count_tokens, prompt_tokens
+
+pytestmark = pytest.mark.timeout(120)
+
+FOOTNOTE = (
+    "\n\nSources:\n[1] guide/storage.md › Storage guide › Where does the engine keep data? "
+    "(lines 6-8)"
+)
+FOLLOW_UP = "And how do I back it up?"
+BACKUP_FOOTNOTE = (
+    "\n\nSources:\n[1] guide/storage.md › Storage guide › How do I back up? (lines 10-12)"
+)
+
+
+def counted(body: dict[str, Any], reasoning: str = REASONING, text: str = ANSWER) -> dict[str, Any]:
+    """The usage ossrag reports for an LLM that sent none: o200k counts of what went out and
+    came back."""
+    prompt = prompt_tokens(body["messages"])
+    reasoning_tokens = count_tokens(reasoning)
+    completion = reasoning_tokens + count_tokens(text)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
+    }
+
+
+@pytest.fixture
+def client(live: LiveServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=live.url + "/v1", api_key=KEY, max_retries=0, timeout=30)
+
+
+# --------------------------------------------------------------------------- usage
+
+
+def test_usage_is_counted_when_the_llm_reports_none(
+    client: openai.OpenAI, llm_server: ScriptedLLMServer
+) -> None:
+    llm_server.enqueue(Reply(content=ANSWER, reasoning=REASONING, send_usage=False))
+    response = client.chat.completions.create(model="ossrag", messages=[ask()])
+    assert response.usage is not None
+    assert response.usage.model_dump(exclude_none=True) == counted(llm_server.bodies()[-1])
+
+    llm_server.enqueue(Reply(content=ANSWER, reasoning=REASONING, send_usage=False))
+    stream = client.chat.completions.create(
+        model="ossrag", messages=[ask()], stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    assert [c.usage is not None for c in chunks].count(True) == 1
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.model_dump(exclude_none=True) == counted(llm_server.bodies()[-1])
+
+
+def test_usage_reported_by_the_llm_is_passed_through(
+    client: openai.OpenAI, llm_server: ScriptedLLMServer
+) -> None:
+    usage = {"prompt_tokens": 321, "completion_tokens": 45}  # no total: ossrag adds it
+    llm_server.enqueue(Reply(content=ANSWER, usage=usage))
+    response = client.chat.completions.create(model="ossrag", messages=[ask()])
+    assert response.usage is not None
+    assert response.usage.model_dump(exclude_none=True) == {**usage, "total_tokens": 366}
+
+
+def ask(question: str = STORAGE_Q) -> dict[str, str]:
+    return {"role": "user", "content": question}
+
+
+# --------------------------------------------------------------------------- simonw/llm
+
+
+@pytest.fixture
+def llm_cli(live: LiveServer, tmp_path: Path) -> Any:
+    """Run the `llm` CLI with a user dir that knows ossrag as an OpenAI-compatible model."""
+    user_dir = tmp_path / "llm-user"
+    user_dir.mkdir()
+    (user_dir / "extra-openai-models.yaml").write_text(
+        f"- model_id: ossrag\n  model_name: ossrag\n  api_base: {live.url}/v1\n"
+        "  api_key_name: ossrag\n"
+    )
+    (user_dir / "keys.json").write_text(json.dumps({"ossrag": KEY}))
+    env = {**os.environ, "LLM_USER_PATH": str(user_dir)}
+
+    def run(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "llm", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    return run
+
+
+def test_llm_cli_streamed_no_stream_and_a_follow_up(
+    llm_cli: Any, llm_server: ScriptedLLMServer
+) -> None:
+    assert llm_cli("-m", "ossrag", STORAGE_Q) == ANSWER + FOOTNOTE + "\n"
+    streamed_usage = estimated(llm_server.bodies()[-1])
+    assert llm_cli("-m", "ossrag", "--no-stream", STORAGE_Q) == ANSWER + FOOTNOTE + "\n"
+    usage = estimated(llm_server.bodies()[-1])
+    logs = json.loads(llm_cli("logs", "-n", "2", "--json"))
+    assert [log["response_json"]["object"] for log in logs] == [
+        "chat.completion.chunk",
+        "chat.completion",
+    ]
+    assert [(log["input_tokens"], log["output_tokens"]) for log in logs] == [
+        (streamed_usage["prompt_tokens"], streamed_usage["completion_tokens"]),
+        (usage["prompt_tokens"], usage["completion_tokens"]),
+    ]
+
+    assert llm_cli("-c", FOLLOW_UP) == ANSWER + BACKUP_FOOTNOTE + "\n"
+    sent = llm_server.bodies()[-1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    assert sent[1]["content"] == STORAGE_Q  # the first turn, as llm sent it back
+    assert sent[2]["content"] == ANSWER + FOOTNOTE
+    assert FOLLOW_UP in sent[3]["content"]
+
+
+# --------------------------------------------------------------------------- LangChain
+
+
+class Storage(BaseModel):
+    where: str
+    citations: list[int]
+
+
+def test_langchain_invoke_stream_usage_and_structured_output(
+    live: LiveServer, llm_server: ScriptedLLMServer
+) -> None:
+    chat = ChatOpenAI(
+        model="ossrag", base_url=live.url + "/v1", api_key=KEY, max_retries=0, stream_usage=True
+    )
+    message = chat.invoke(STORAGE_Q)
+    assert message.content == ANSWER + FOOTNOTE
+    body = llm_server.bodies()[-1]
+    expected = estimated(body)
+    assert message.usage_metadata is not None
+    assert dict(message.usage_metadata) == {
+        "input_tokens": expected["prompt_tokens"],
+        "output_tokens": expected["completion_tokens"],
+        "total_tokens": expected["total_tokens"],
+        "input_token_details": {},
+        "output_token_details": {
+            "reasoning": expected["completion_tokens_details"]["reasoning_tokens"]
+        },
+    }
+
+    chunks = list(chat.stream(STORAGE_Q))
+    assert "".join(str(c.content) for c in chunks) == ANSWER + FOOTNOTE
+    with_usage = [c for c in chunks if c.usage_metadata]
+    assert len(with_usage) == 1
+    assert with_usage[0].usage_metadata is not None
+    assert (
+        with_usage[0].usage_metadata["total_tokens"]
+        == estimated(llm_server.bodies()[-1])["total_tokens"]
+    )
+
+    reply = {"where": "object storage", "citations": [1]}
+    llm_server.enqueue(Reply(content=json.dumps(reply), reasoning=REASONING))
+    structured = chat.with_structured_output(Storage, method="json_schema")
+    assert structured.invoke(STORAGE_Q) == Storage(**reply)
+    sent = llm_server.bodies()[-1]
+    assert sent["response_format"]["json_schema"]["schema"]["required"] == ["where", "citations"]
+
+
+def estimated(body: dict[str, Any]) -> dict[str, Any]:
+    """The scripted LLM's own usage for its default reply to `body`."""
+    return estimate_usage(body, Reply(content=ANSWER, reasoning=REASONING))
