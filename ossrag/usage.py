@@ -51,7 +51,10 @@ def responses_usage(usage: dict[str, Any]) -> dict[str, Any]:
     completion_details = usage.get("completion_tokens_details") or {}
     return {
         "input_tokens": usage["prompt_tokens"],
-        "input_tokens_details": {"cached_tokens": prompt_details.get("cached_tokens") or 0},
+        "input_tokens_details": {
+            "cached_tokens": prompt_details.get("cached_tokens") or 0,
+            "cache_write_tokens": 0,
+        },
         "output_tokens": usage["completion_tokens"],
         "output_tokens_details": {
             "reasoning_tokens": completion_details.get("reasoning_tokens") or 0

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from langchain_openai import ChatOpenAI
@@ -202,3 +203,154 @@ def test_langchain_invoke_stream_usage_and_structured_output(
 def estimated(body: dict[str, Any]) -> dict[str, Any]:
     """The scripted LLM's own usage for its default reply to `body`."""
     return estimate_usage(body, Reply(content=ANSWER, reasoning=REASONING))
+
+
+# --------------------------------------------------------------------------- Responses API
+
+EVENTS = [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",  # the reasoning item
+    "response.content_part.added",
+    "response.reasoning_text.delta",
+    "response.reasoning_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.output_item.added",  # the message
+    "response.content_part.added",
+    "response.output_text.delta",
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.completed",
+]
+
+
+def squeeze(kinds: list[str]) -> list[str]:
+    """Event types with runs of the same delta type collapsed to one."""
+    return [k for i, k in enumerate(kinds) if not (k.endswith(".delta") and kinds[i - 1] == k)]
+
+
+def test_responses_api_non_streamed_with_instructions(
+    client: openai.OpenAI, llm_server: ScriptedLLMServer
+) -> None:
+    response = client.responses.create(
+        model="ossrag", input=STORAGE_Q, instructions="Answer like a pirate.",
+        reasoning={"effort": "high"}, extra_body={"top_k": 2},
+    )  # fmt: skip
+    assert response.status == "completed" and response.object == "response"
+    assert response.id.startswith("resp_")
+    assert [item.type for item in response.output] == ["reasoning", "message"]
+    reasoning = response.output[0]
+    assert reasoning.type == "reasoning" and reasoning.content is not None
+    assert [c.text for c in reasoning.content] == [REASONING]
+    assert response.output_text == ANSWER + FOOTNOTE  # no reasoning in the text
+    usage = estimated(llm_server.bodies()[-1])
+    assert response.usage is not None
+    assert response.usage.model_dump(exclude_none=True) == {
+        "input_tokens": usage["prompt_tokens"],
+        "input_tokens_details": {"cache_write_tokens": 0, "cached_tokens": 0},
+        "output_tokens": usage["completion_tokens"],
+        "output_tokens_details": {
+            "reasoning_tokens": usage["completion_tokens_details"]["reasoning_tokens"]
+        },
+        "total_tokens": usage["total_tokens"],
+    }
+    sources = (response.model_extra or {})["sources"]
+    assert [(s["n"], s["source"], s["cited"]) for s in sources] == [
+        (1, "guide/storage.md", True),
+        (2, "guide/search.md", False),
+    ]
+    sent = llm_server.bodies()[-1]
+    assert sent["reasoning_effort"] == "high"
+    assert sent["messages"][0]["content"].endswith(
+        "Instructions from the user (the rules above still apply):\nAnswer like a pirate."
+    )
+    assert client.responses.retrieve(response.id).output_text == ANSWER + FOOTNOTE
+
+
+def test_responses_api_streamed_events(client: openai.OpenAI) -> None:
+    events = list(client.responses.create(model="ossrag", input=STORAGE_Q, stream=True))
+    assert squeeze([e.type for e in events]) == EVENTS
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    reasoning = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert (reasoning, text) == (REASONING, ANSWER + FOOTNOTE)
+    done = events[-1]
+    assert done.type == "response.completed"
+    assert done.response.output_text == ANSWER + FOOTNOTE
+    assert done.response.usage is not None and done.response.usage.total_tokens > 0
+    assert {e.response.id for e in events if hasattr(e, "response")} == {done.response.id}
+
+    # The SDK's own accumulator checks that every event fits the ones before it.
+    with client.responses.stream(model="ossrag", input=STORAGE_Q) as stream:
+        final = stream.get_final_response()
+    assert [item.type for item in final.output] == ["reasoning", "message"]
+    assert final.output_text == ANSWER + FOOTNOTE
+
+
+def test_responses_api_follow_up_with_previous_response_id(
+    client: openai.OpenAI, llm_server: ScriptedLLMServer
+) -> None:
+    first = client.responses.create(model="ossrag", input=STORAGE_Q, instructions="Be brief.")
+    follow_up = client.responses.create(
+        model="ossrag",
+        previous_response_id=first.id,
+        input=[{"role": "user", "content": [{"type": "input_text", "text": FOLLOW_UP}]}],
+        stream=True,
+    )
+    assert list(follow_up)[-1].type == "response.completed"
+    sent = llm_server.bodies()[-1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    assert (sent[1]["content"], sent[2]["content"]) == (STORAGE_Q, ANSWER)
+    assert "Be brief." not in sent[0]["content"]  # instructions are not carried over
+    assert FOLLOW_UP in sent[3]["content"]
+
+    private = client.responses.create(model="ossrag", input=STORAGE_Q, store=False)
+    with pytest.raises(openai.NotFoundError, match="previous_response_id: no stored response"):
+        client.responses.create(model="ossrag", input=FOLLOW_UP, previous_response_id=private.id)
+
+
+def test_responses_api_json_schema_and_a_failing_llm(
+    client: openai.OpenAI, llm_server: ScriptedLLMServer
+) -> None:
+    reply = {"where": "object storage", "citations": [1]}
+    llm_server.enqueue(Reply(content=json.dumps(reply), reasoning=REASONING))
+    parsed = client.responses.parse(model="ossrag", input=STORAGE_Q, text_format=Storage)
+    assert parsed.output_parsed == Storage(**reply)
+    assert json.loads(parsed.output_text) == reply  # the JSON alone: no Sources footnote
+    sent = llm_server.bodies()[-1]
+    assert sent["response_format"]["json_schema"]["schema"]["required"] == ["where", "citations"]
+
+    llm_server.enqueue(Reply(content=ANSWER, reasoning=REASONING, drop_after_chunks=4))
+    events = list(client.responses.create(model="ossrag", input=STORAGE_Q, stream=True))
+    assert [e.type for e in events[-2:]] == ["error", "response.failed"]
+    failed = events[-1]
+    assert failed.type == "response.failed" and failed.response.error is not None
+    assert failed.response.error.code == "server_error"
+    assert "dropped the connection mid-answer" in failed.response.error.message
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"model": "ossrag"}, 400, "body.input"),
+        ({"model": "ossrag", "input": [{"content": "no role"}]}, 400, "body.input"),
+        ({"model": "ossrag", "input": [{"role": "assistant", "content": "hi"}]}, 400, "input:"),
+        ({"model": "ossrag", "input": "q", "reasoning": {"effort": "max"}}, 400,
+         "reasoning.effort"),
+        ({"model": "ossrag", "input": "q", "text": {"format": {"type": "json_schema"}}}, 400,
+         "text.format.schema"),
+        ({"model": "nope", "input": "q"}, 404, "model 'nope'"),
+        ({"model": "ossrag", "input": "q", "previous_response_id": "resp_x"}, 404,
+         "previous_response_id"),
+    ],
+)  # fmt: skip
+def test_responses_api_errors_name_the_field(
+    live: LiveServer, body: dict[str, Any], status: int, field: str
+) -> None:
+    response = httpx.post(
+        live.url + "/v1/responses", json=body, headers={"Authorization": f"Bearer {KEY}"}
+    )
+    assert response.status_code == status
+    assert field in response.json()["error"]["message"]
