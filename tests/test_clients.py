@@ -32,6 +32,7 @@ from test_server import (  # noqa: F401
 )
 
 from ossrag.budget import count_tokens, prompt_tokens
+from ossrag.responses import ResponseMemory
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -93,6 +94,19 @@ def test_usage_reported_by_the_llm_is_passed_through(
     response = client.chat.completions.create(model="ossrag", messages=[ask()])
     assert response.usage is not None
     assert response.usage.model_dump(exclude_none=True) == {**usage, "total_tokens": 366}
+
+
+def test_system_messages_reach_the_prompt_after_ossrags_rules(
+    client: openai.OpenAI, llm_server: ScriptedLLMServer
+) -> None:
+    system = {"role": "system", "content": "Answer in French."}
+    client.chat.completions.create(model="ossrag", messages=[system, ask()])
+    sent = llm_server.bodies()[-1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user"]
+    assert sent[0]["content"].startswith("You answer questions using only the numbered passages")
+    assert sent[0]["content"].endswith(
+        "\n\nInstructions from the user (the rules above still apply):\nAnswer in French."
+    )
 
 
 def ask(question: str = STORAGE_Q) -> dict[str, str]:
@@ -354,3 +368,13 @@ def test_responses_api_errors_name_the_field(
     )
     assert response.status_code == status
     assert field in response.json()["error"]["message"]
+
+
+def test_response_memory_keeps_the_latest() -> None:
+    memory = ResponseMemory(size=2)
+    for n in range(3):
+        memory.remember({"id": f"resp_{n}"}, [{"role": "user", "content": str(n)}])
+    assert memory.get("resp_0") is None
+    remembered = memory.get("resp_2")
+    assert remembered is not None and remembered.turns == [{"role": "user", "content": "2"}]
+    assert memory.get("resp_1") is not None
