@@ -41,6 +41,7 @@ FOOTNOTE = (
     "(lines 6-8)"
 )
 FOLLOW_UP = "And how do I back it up?"
+STANDALONE = "How do I back up the engine's data?"
 BACKUP_FOOTNOTE = (
     "\n\nSources:\n[1] guide/storage.md › Storage guide › How do I back up? (lines 10-12)"
 )
@@ -159,12 +160,15 @@ def test_llm_cli_streamed_no_stream_and_a_follow_up(
         (usage["prompt_tokens"], usage["completion_tokens"]),
     ]
 
+    llm_server.enqueue(Reply(content=STANDALONE))  # the engine's follow-up rewrite
     assert llm_cli("-c", FOLLOW_UP) == ANSWER + BACKUP_FOOTNOTE + "\n"
-    sent = llm_server.bodies()[-1]["messages"]
+    rewrite, answer = llm_server.bodies()[-2:]
+    first_turn = f"user: {STORAGE_Q}\nassistant: {ANSWER}{FOOTNOTE}"  # as llm sent it back
+    assert rewrite["messages"][1]["content"] == f"{first_turn}\n\nLast question: {FOLLOW_UP}"
+    sent = answer["messages"]
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
-    assert sent[1]["content"] == STORAGE_Q  # the first turn, as llm sent it back
-    assert sent[2]["content"] == ANSWER + FOOTNOTE
-    assert FOLLOW_UP in sent[3]["content"]
+    assert (sent[1]["content"], sent[2]["content"]) == (STORAGE_Q, ANSWER + FOOTNOTE)
+    assert STANDALONE in sent[3]["content"]
 
 
 # --------------------------------------------------------------------------- LangChain
@@ -307,6 +311,7 @@ def test_responses_api_follow_up_with_previous_response_id(
     client: openai.OpenAI, llm_server: ScriptedLLMServer
 ) -> None:
     first = client.responses.create(model="ossrag", input=STORAGE_Q, instructions="Be brief.")
+    llm_server.enqueue(Reply(content=STANDALONE))  # the engine's follow-up rewrite
     follow_up = client.responses.create(
         model="ossrag",
         previous_response_id=first.id,
@@ -318,7 +323,9 @@ def test_responses_api_follow_up_with_previous_response_id(
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
     assert (sent[1]["content"], sent[2]["content"]) == (STORAGE_Q, ANSWER)
     assert "Be brief." not in sent[0]["content"]  # instructions are not carried over
-    assert FOLLOW_UP in sent[3]["content"]
+    assert STANDALONE in sent[3]["content"]
+    rewrite = llm_server.bodies()[-2]["messages"][1]["content"]
+    assert rewrite == f"user: {STORAGE_Q}\nassistant: {ANSWER}\n\nLast question: {FOLLOW_UP}"
 
     private = client.responses.create(model="ossrag", input=STORAGE_Q, store=False)
     with pytest.raises(openai.NotFoundError, match="previous_response_id: no stored response"):
@@ -343,6 +350,11 @@ def test_responses_api_json_schema_and_a_failing_llm(
     assert failed.type == "response.failed" and failed.response.error is not None
     assert failed.response.error.code == "server_error"
     assert "dropped the connection mid-answer" in failed.response.error.message
+
+
+def test_responses_api_needs_the_key(live: LiveServer) -> None:
+    assert httpx.post(live.url + "/v1/responses", json={"input": "q"}).status_code == 401
+    assert httpx.get(live.url + "/v1/responses/resp_x").status_code == 401
 
 
 @pytest.mark.parametrize(
