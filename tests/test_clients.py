@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from langchain_openai import ChatOpenAI
 from llm_server import Reply, ScriptedLLMServer, estimate_usage
 from pydantic import BaseModel
@@ -390,3 +392,56 @@ def test_response_memory_keeps_the_latest() -> None:
     remembered = memory.get("resp_2")
     assert remembered is not None and remembered.turns == [{"role": "user", "content": "2"}]
     assert memory.get("resp_1") is not None
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+TEXT = st.text() | st.sampled_from(["", " ", "\x00", "\x1b[2J", "[" * 500, "\ud7ff"])
+ITEM = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["message", "reasoning", "function_call_output", ""]) | JSON,
+        "role": st.sampled_from(["user", "assistant", "system", "developer", "tool"]) | JSON,
+        "content": TEXT
+        | st.lists(st.fixed_dictionaries({"type": st.sampled_from(["input_text", "x"]),
+                                          "text": JSON}), max_size=3)
+        | JSON,
+    },
+)  # fmt: skip
+RESPONSES_BODY = st.fixed_dictionaries(
+    {"input": TEXT | st.lists(ITEM, max_size=3) | JSON},
+    optional={
+        "model": st.sampled_from(["ossrag", "nope"]) | JSON,
+        "instructions": TEXT | JSON,
+        "previous_response_id": st.sampled_from(["resp_x", ""]) | JSON,
+        "stream": st.booleans() | JSON,
+        "store": st.booleans() | JSON,
+        "reasoning": st.fixed_dictionaries({"effort": st.sampled_from(["low", "max"]) | JSON}),
+        "text": st.fixed_dictionaries(
+            {"format": st.fixed_dictionaries({"type": st.sampled_from(["text", "json_schema"])},
+                                             optional={"schema": JSON})}
+        ) | JSON,
+    },
+)  # fmt: skip
+
+
+def test_no_generated_responses_body_gets_a_5xx(live: LiveServer) -> None:
+    headers = {"Authorization": f"Bearer {KEY}"}
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(body=RESPONSES_BODY | JSON)
+    def check(body: Any) -> None:
+        response = httpx.post(live.url + "/v1/responses", json=body, headers=headers, timeout=30)
+        assert response.status_code < 500, (body, response.text)
+        if response.status_code >= 400:
+            assert set(response.json()["error"]) >= {"message", "type"}
+
+    check()
