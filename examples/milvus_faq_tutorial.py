@@ -18,7 +18,7 @@ empty folder, it printed::
     [2] product_faq.md › Product FAQ › Where does Milvus store data? (lines 38-38)
     [3] product_faq.md › Product FAQ › Why is there no vector data in etcd? (lines 40-42)
     reasoning: Passage [1] answers it: inserted data goes to object storage, metadata to etcd.
-    answer: Milvus stores inserted data (vectors, scalars, schema) as incremental logs in object storage such as MinIO or S3, and its metadata in etcd [1].
+    answer: Milvus keeps inserted data as incremental logs in object storage, metadata in etcd [1].
     cited: [1]
 
 tests/test_examples.py checks that it still does. To compare gpt-oss-20b, gpt-oss-120b and

@@ -14,10 +14,7 @@ from llm_server import Reply, ScriptedLLMServer
 pytestmark = pytest.mark.timeout(180)
 
 REASONING = "Passage [1] answers it: inserted data goes to object storage, metadata to etcd."
-ANSWER = (
-    "Milvus stores inserted data (vectors, scalars, schema) as incremental logs in object "
-    "storage such as MinIO or S3, and its metadata in etcd [1]."
-)
+ANSWER = "Milvus keeps inserted data as incremental logs in object storage, metadata in etcd [1]."
 FAQ = {
     "product_faq.md": """# Product FAQ
 
