@@ -604,9 +604,11 @@ class _Chat:
         )
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
+        self.include_usage = bool((request.stream_options or {}).get("include_usage"))
 
     def chunk(self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
-        """One SSE chunk; `delta=None` makes the usage-only chunk (no choices)."""
+        """One SSE chunk; `delta=None` makes the usage-only chunk (no choices). With
+        `include_usage`, the other chunks carry `"usage": null`, as OpenAI's do."""
         choices = (
             []
             if delta is None
@@ -620,6 +622,7 @@ class _Chat:
                 "model": self.request.model,
                 "system_fingerprint": None,
                 "choices": choices,
+                **({"usage": None} if self.include_usage else {}),
                 **extra,
             }
         )
@@ -653,7 +656,6 @@ class _Chat:
 
     async def stream(self, first: list[AskEvent]) -> AsyncIterator[bytes]:
         """SSE chunks shaped like OpenAI's; `first` are the events already pulled."""
-        include_usage = bool((self.request.stream_options or {}).get("include_usage"))
         sources_sent = False
         try:
             async for event in self.turn.rest(first):
@@ -676,7 +678,7 @@ class _Chat:
                     late = {} if sources_sent else {"sources": _sources(event.passages)}
                     cited = self.turn.cited(event)
                     yield self.chunk({}, event.finish_reason or "stop", cited=cited, **late)
-                    if include_usage:
+                    if self.include_usage:
                         yield self.chunk(None, usage=_usage(event))
             yield b"data: [DONE]\n\n"
         except Exception as exc:  # headers are sent: the error travels as an SSE event

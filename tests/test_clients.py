@@ -87,6 +87,7 @@ def test_usage_is_counted_when_the_llm_reports_none(
     assert [c.usage is not None for c in chunks].count(True) == 1
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.model_dump(exclude_none=True) == counted(llm_server.bodies()[-1])
+    assert all("usage" in c.model_fields_set for c in chunks)  # null until the last, as OpenAI
 
 
 def test_usage_reported_by_the_llm_is_passed_through(
