@@ -233,8 +233,10 @@ class ResponseStream:
         self.text: list[str] = []
         self.open: str | None = None  # "reasoning" | "message": the item being streamed
         self.items: list[dict[str, Any]] = []  # finished output items
+        self.started = False
 
     def start(self, **extra: Any) -> list[bytes]:
+        self.started = True
         response = self.shapes.response("in_progress", [], **extra)
         return [
             self.shapes.event("response.created", response=response),

@@ -463,7 +463,7 @@ class _Turn:
         *,
         model: str,
         messages: Sequence[ChatMessage],
-        field: str,
+        fields: tuple[str, str],
         timeout: float,
         effort: Effort | None = None,
         top_k: int | None = None,
@@ -476,7 +476,8 @@ class _Turn:
                 f"model {model!r} does not exist: use one of {', '.join(MODELS)}",
                 "model_not_found",
             )
-        self.question, self.history, instructions = _conversation(messages, field)
+        input_field, format_field = fields  # named in errors: ("messages", "response_format")
+        self.question, self.history, instructions = _conversation(messages, input_field)
         options: dict[str, Any] = {
             "k": top_k,
             "mode": MODELS[model],
@@ -487,7 +488,7 @@ class _Turn:
         self.events: Iterator[AskEvent]
         if model == AGENT_MODEL:
             if schema is not None:
-                raise ApiError(400, f"response_format: not available with {AGENT_MODEL}")
+                raise ApiError(400, f"{format_field}: not available with {AGENT_MODEL}")
             del options["instructions"]  # the agent has its own prompt
             self.events = _agent_events(index, self.question, options)
         elif schema is None:
@@ -595,7 +596,7 @@ class _Chat:
             index,
             model=request.model,
             messages=request.messages,
-            field="messages",
+            fields=("messages", "response_format"),
             timeout=timeout,
             effort=request.reasoning_effort,
             top_k=request.top_k,
@@ -718,7 +719,7 @@ def _responses_turn(
         index,
         model=request.model,
         messages=[ChatMessage(**m) for m in request.messages(earlier)],
-        field="input",
+        fields=("input", "text.format"),
         timeout=timeout,
         effort=request.reasoning.effort if request.reasoning else None,
         top_k=request.top_k,
@@ -764,16 +765,18 @@ class _Responses:
         try:
             async for event in self.turn.rest(first):
                 chunks: list[bytes] = []
-                if isinstance(event, Retrieved):
+                if isinstance(event, Retrieved) and not stream.started:
                     notice = {"notice": event.result.notice} if event.result.notice else {}
                     chunks = stream.start(sources=_sources(event.result.passages), **notice)
-                elif isinstance(event, ReasoningDelta):
-                    chunks = stream.reasoning_delta(event.text)
+                elif not stream.started and not isinstance(event, Rewritten):
+                    chunks = stream.start()  # the agent finds its sources as it goes
+                if isinstance(event, ReasoningDelta):
+                    chunks += stream.reasoning_delta(event.text)
                 elif isinstance(event, ContentDelta):
-                    chunks = stream.text_delta(event.text)
+                    chunks += stream.text_delta(event.text)
                 elif isinstance(event, Answer):
                     if notes := self.turn.footnote(event):
-                        chunks = stream.text_delta(notes)
+                        chunks += stream.text_delta(notes)
                     closing, response = stream.finish(_usage(event), **self.extra(event))
                     chunks += closing
                     self.remember(event, response)

@@ -310,6 +310,23 @@ def test_responses_api_streamed_events(client: openai.OpenAI) -> None:
     assert final.output_text == ANSWER + FOOTNOTE
 
 
+def test_responses_api_with_the_agent(client: openai.OpenAI, llm_server: ScriptedLLMServer) -> None:
+    search = Reply(tool_calls=[{"name": "search_docs", "arguments": {"query": "backup", "k": 2}}])
+    answer = "Copy the bucket, then snapshot etcd [1]."
+    llm_server.enqueue(search, Reply(content=answer))
+    events = list(client.responses.create(model="ossrag-agent", input="How do I back up?",
+                                          stream=True))  # fmt: skip
+    assert squeeze([e.type for e in events]) == EVENTS
+    done = events[-1]
+    assert done.type == "response.completed"
+    reasoning = done.response.output[0]
+    assert reasoning.type == "reasoning" and reasoning.content is not None
+    assert [c.text for c in reasoning.content] == ["searching: backup → [1] [2]\n"]
+    assert done.response.output_text.startswith(answer + "\n\nSources:\n[1] guide/storage.md")
+    sources = (done.response.model_extra or {})["sources"]
+    assert [(s["n"], s["cited"]) for s in sources] == [(1, True), (2, False)]
+
+
 def test_responses_api_follow_up_with_previous_response_id(
     client: openai.OpenAI, llm_server: ScriptedLLMServer
 ) -> None:
@@ -371,6 +388,8 @@ def test_responses_api_needs_the_key(live: LiveServer) -> None:
         ({"model": "ossrag", "input": "q", "text": {"format": {"type": "json_schema"}}}, 400,
          "text.format.schema"),
         ({"model": "nope", "input": "q"}, 404, "model 'nope'"),
+        ({"model": "ossrag-agent", "input": "q", "text": {"format": {"type": "json_object"}}},
+         400, "text.format: not available with ossrag-agent"),
         ({"model": "ossrag", "input": "q", "previous_response_id": "resp_x"}, 404,
          "previous_response_id"),
     ],
