@@ -195,6 +195,7 @@ class Index:
         mode: Mode | None = None,
         effort: str | None = None,
         history: Sequence[dict[str, Any]] = (),
+        instructions: str = "",
     ) -> Iterator[AgentEvent]:
         """Let the model search through tools, then answer: see `ossrag.agent`."""
         s = self.settings
@@ -202,7 +203,9 @@ class Index:
             self.retriever, self.store, self.llm, self.budget, k=k or s.top_k,
             mode=mode or s.mode, max_calls=s.agent_max_calls, timeout=s.agent_timeout,
         )  # fmt: skip
-        yield from agent.stream(question, effort=effort or s.effort, history=history)
+        yield from agent.stream(
+            question, effort=effort or s.effort, history=history, instructions=instructions
+        )
 
     def ask_structured(
         self,

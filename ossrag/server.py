@@ -489,7 +489,6 @@ class _Turn:
         if model == AGENT_MODEL:
             if schema is not None:
                 raise ApiError(400, f"{format_field}: not available with {AGENT_MODEL}")
-            del options["instructions"]  # the agent has its own prompt
             self.events = _agent_events(index, self.question, options)
         elif schema is None:
             self.events = index.ask_stream(self.question, **options)

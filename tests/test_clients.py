@@ -315,7 +315,7 @@ def test_responses_api_with_the_agent(client: openai.OpenAI, llm_server: Scripte
     answer = "Copy the bucket, then snapshot etcd [1]."
     llm_server.enqueue(search, Reply(content=answer))
     events = list(client.responses.create(model="ossrag-agent", input="How do I back up?",
-                                          stream=True))  # fmt: skip
+                                          instructions="Be brief.", stream=True))  # fmt: skip
     assert squeeze([e.type for e in events]) == EVENTS
     done = events[-1]
     assert done.type == "response.completed"
@@ -325,6 +325,8 @@ def test_responses_api_with_the_agent(client: openai.OpenAI, llm_server: Scripte
     assert done.response.output_text.startswith(answer + "\n\nSources:\n[1] guide/storage.md")
     sources = (done.response.model_extra or {})["sources"]
     assert [(s["n"], s["cited"]) for s in sources] == [(1, True), (2, False)]
+    system = llm_server.bodies()[-1]["messages"][0]["content"]
+    assert system.endswith("(the rules above still apply):\nBe brief.")
 
 
 def test_responses_api_follow_up_with_previous_response_id(
