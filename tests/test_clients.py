@@ -35,6 +35,7 @@ from test_server import (  # noqa: F401
 
 from ossrag.budget import count_tokens, prompt_tokens
 from ossrag.responses import ResponseMemory
+from ossrag.usage import complete_usage, counted_usage
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -88,6 +89,24 @@ def test_usage_is_counted_when_the_llm_reports_none(
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.model_dump(exclude_none=True) == counted(llm_server.bodies()[-1])
     assert all("usage" in c.model_fields_set for c in chunks)  # null until the last, as OpenAI
+
+
+def test_counted_usage_has_openais_shape() -> None:
+    question = [{"role": "user", "content": "How is data stored in milvus?"}]
+    # 8 question tokens + 4 of harmony framing + 99 for the server's system message and priming
+    assert counted_usage(question, "The user asks.", "In object storage [1].") == {
+        "prompt_tokens": 111,
+        "completion_tokens": 10,
+        "total_tokens": 121,
+        "completion_tokens_details": {"reasoning_tokens": 4},
+    }
+    partial = {"prompt_tokens": 5}  # a count missing: ossrag's own, whole
+    assert complete_usage(partial, [], "x", "y")["completion_tokens"] == 2
+    assert complete_usage({"prompt_tokens": 5, "completion_tokens": 0}, [], "x", "y") == {
+        "prompt_tokens": 5,
+        "completion_tokens": 0,
+        "total_tokens": 5,
+    }
 
 
 def test_usage_reported_by_the_llm_is_passed_through(
