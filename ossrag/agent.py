@@ -34,7 +34,7 @@ from ossrag.llm import (
     ToolCall,
 )
 from ossrag.models import Passage
-from ossrag.prompts import format_passage
+from ossrag.prompts import format_passage, with_instructions
 from ossrag.rag import Answer, Retrieved, stream_answer
 from ossrag.retrieval import Retriever, SearchResult, passage_from_row
 from ossrag.store import Store, StoreError
@@ -180,9 +180,11 @@ class Agent:
         *,
         effort: str | None = None,
         history: Sequence[dict[str, Any]] = (),
+        instructions: str = "",
     ) -> Iterator[AgentEvent]:
-        """Yield ToolStep / reasoning / answer events, then the Answer (see the module doc)."""
-        run = _Run(self, question, effort, history)
+        """Yield ToolStep / reasoning / answer events, then the Answer (see the module doc);
+        ``instructions`` (the client's own) follow the agent's system prompt."""
+        run = _Run(self, question, effort, history, instructions)
         yield from run.events()
 
 
@@ -190,14 +192,20 @@ class _Run:
     """One question's tool loop: its messages, numbered passages and limits."""
 
     def __init__(
-        self, agent: Agent, question: str, effort: str | None, history: Sequence[dict[str, Any]]
+        self,
+        agent: Agent,
+        question: str,
+        effort: str | None,
+        history: Sequence[dict[str, Any]],
+        instructions: str = "",
     ) -> None:
         self.agent = agent
         self.question = question
         self.effort = effort
         self.history = history
+        self.instructions = instructions
         self.messages: list[dict[str, Any]] = [
-            {"role": "system", "content": AGENT_PROMPT},
+            {"role": "system", "content": with_instructions(AGENT_PROMPT, instructions)},
             *history,
             {"role": "user", "content": question.strip()},
         ]
@@ -341,6 +349,7 @@ class _Run:
             history=self.history,
             retrieve_ms=(time.perf_counter() - started) * 1000,
             budget=agent.budget,
+            instructions=self.instructions,
         )
 
     # -- tools

@@ -174,6 +174,7 @@ class Index:
         effort: str | None = None,
         history: Sequence[dict[str, Any]] = (),
         where: Filter | None = None,
+        instructions: str = "",
     ) -> Iterator[AskEvent]:
         """Retrieve, then stream the answer: see `ossrag.rag.stream_answer`.
 
@@ -192,6 +193,7 @@ class Index:
             history=history,
             retrieve_ms=retrieve_ms,
             budget=self.budget,
+            instructions=instructions,
         )
 
     def agent_stream(
@@ -203,6 +205,7 @@ class Index:
         effort: str | None = None,
         history: Sequence[dict[str, Any]] = (),
         where: Filter | None = None,
+        instructions: str = "",
     ) -> Iterator[AgentEvent]:
         """Let the model search through tools, then answer: see `ossrag.agent`."""
         s = self.settings
@@ -211,7 +214,9 @@ class Index:
             mode=mode or s.mode, max_calls=s.agent_max_calls, timeout=s.agent_timeout,
             where=where,
         )  # fmt: skip
-        yield from agent.stream(question, effort=effort or s.effort, history=history)
+        yield from agent.stream(
+            question, effort=effort or s.effort, history=history, instructions=instructions
+        )
 
     def ask_structured(
         self,
@@ -223,6 +228,7 @@ class Index:
         effort: str | None = None,
         history: Sequence[dict[str, Any]] = (),
         where: Filter | None = None,
+        instructions: str = "",
     ) -> StructuredAnswer:
         """A validated JSON answer (see `ossrag.structured`; `schema` from `load_schema`); a
         follow-up is rewritten to stand alone first, as in `ask_stream`."""
@@ -231,6 +237,7 @@ class Index:
         return answer_structured(
             question, result, self.llm, self.budget, schema=schema,
             effort=effort or self.settings.effort, history=history, retrieve_ms=retrieve_ms,
+            instructions=instructions,
         )  # fmt: skip
 
     def _timed_search(

@@ -16,6 +16,16 @@ or [2][3]. If the passages do not contain the answer, say so plainly instead of 
 Answer in the language of the question, concisely."""
 
 
+def with_instructions(system_prompt: str, instructions: str) -> str:
+    """The system prompt followed by the client's own instructions (a system message, say)."""
+    if not instructions.strip():
+        return system_prompt
+    return (
+        f"{system_prompt}\n\nInstructions from the user (the rules above still apply):\n"
+        f"{instructions.strip()}"
+    )
+
+
 def format_passage(number: int, passage: Passage) -> str:
     """One passage as the model sees it: number, source, heading path, lines, text."""
     location = passage.source

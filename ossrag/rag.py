@@ -11,8 +11,9 @@ from typing import Any, TypeAlias
 from ossrag.budget import Budget
 from ossrag.llm import ContentDelta, EmptyAnswerError, Finished, LLMClient, ReasoningDelta
 from ossrag.models import Passage
-from ossrag.prompts import build_messages
+from ossrag.prompts import SYSTEM_PROMPT, build_messages, with_instructions
 from ossrag.retrieval import SearchResult
+from ossrag.usage import complete_usage
 
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 
@@ -99,20 +100,24 @@ def stream_answer(
     history: Sequence[dict[str, Any]] = (),
     retrieve_ms: float = 0.0,
     budget: Budget | None = None,
+    instructions: str = "",
 ) -> Iterator[AnswerEvent]:
     """Yield Retrieved, then reasoning/answer deltas, then the final Answer.
 
     With a ``budget``, the lowest-ranked passages that do not fit the context window are left
     out (Retrieved then holds only those sent, and a notice says so) and ``max_tokens`` is sent
     explicitly; ContextBudgetError when not even the question fits.
+    ``instructions`` (the client's own) follow ossrag's system prompt. The Answer's usage is
+    the server's, or counted (see ``ossrag.usage``) when it reports none.
     Raises LLMError (after Retrieved, so callers can still show the sources) and
     EmptyAnswerError when the token budget ran out before any answer text.
     """
     max_tokens = llm.config.max_tokens
+    system = with_instructions(SYSTEM_PROMPT, instructions)
     if budget is None:
-        messages = build_messages(question, result.passages, history)
+        messages = build_messages(question, result.passages, history, system)
     else:
-        fitted = budget.fit(question, result.passages, history)
+        fitted = budget.fit(question, result.passages, history, system)
         messages, max_tokens = fitted.messages, budget.answer_tokens
         if fitted.dropped:
             notice = "; ".join(filter(None, [result.notice, fitted.notice]))
@@ -132,16 +137,18 @@ def stream_answer(
         (reasoning if isinstance(event, ReasoningDelta) else text).append(event.text)
         yield event
     total = time.perf_counter() - started
-    answer_text = "".join(text).strip()
+    answer_text, reasoning_text = "".join(text).strip(), "".join(reasoning).strip()
     if finished is not None and finished.finish_reason == "length" and not answer_text:
         raise EmptyAnswerError(max_tokens)
     yield Answer(
         question=question,
         text=answer_text,
-        reasoning="".join(reasoning).strip(),
+        reasoning=reasoning_text,
         passages=result.passages,
         finish_reason=finished.finish_reason if finished else None,
-        usage=finished.usage if finished else None,
+        usage=complete_usage(
+            finished.usage if finished else None, messages, reasoning_text, answer_text
+        ),
         timings={
             "retrieve_ms": retrieve_ms,
             "ttft_ms": ((first_token or time.perf_counter()) - started) * 1000,

@@ -67,6 +67,7 @@ from ossrag.loaders import Found, discover
 from ossrag.mcp_server import http_door
 from ossrag.models import Passage
 from ossrag.rag import Answer, AskEvent, Retrieved, Rewritten
+from ossrag.responses import ResponseMemory, ResponseShapes, ResponsesRequest, ResponseStream
 from ossrag.retrieval import SearchResult
 from ossrag.store import StoreError
 from ossrag.structured import (
@@ -75,6 +76,7 @@ from ossrag.structured import (
     check_schema,
     citation_numbers,
 )
+from ossrag.usage import counted_usage
 
 log = logging.getLogger("ossrag.server")
 
@@ -188,18 +190,18 @@ class ResponseFormat(BaseModel):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
-    def answer_schema(self) -> dict[str, Any] | None:
-        """The schema the answer must match, or None for prose."""
+    def answer_schema(self, field: str = "response_format.json_schema") -> dict[str, Any] | None:
+        """The schema the answer must match, or None for prose; errors name `field`."""
         if self.type == "text":
             return None
         if self.type == "json_object":
             return BASE_SCHEMA
         if self.json_schema is None:
-            raise ApiError(400, "response_format.json_schema: required when type is json_schema")
+            raise ApiError(400, f"{field}: required when type is json_schema")
         try:
             return check_schema(self.json_schema.schema_)
         except StructuredAnswerError as exc:
-            raise ApiError(400, f"response_format.json_schema.schema: {exc}") from None
+            raise ApiError(400, f"{field}.schema: {exc}") from None
 
 
 class ChatRequest(BaseModel):
@@ -501,17 +503,23 @@ def _sse(payload: Any) -> bytes:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
 
-def _question_and_history(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[str, str]]]:
-    """The last user message, and the user/assistant turns before it."""
+def _conversation(
+    messages: Sequence[ChatMessage], field: str
+) -> tuple[str, list[dict[str, str]], str]:
+    """The last user message, the user/assistant turns before it, and the text of the system
+    (or developer) messages: the client's instructions. Errors name `field`."""
     last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
     if last is None or not messages[last].text.strip():
-        raise ApiError(400, "messages: the last user message has no text to answer")
+        raise ApiError(400, f"{field}: the last user message has no text to answer")
     history = [
         {"role": m.role, "content": m.text}
         for m in messages[:last]
         if m.role in ("user", "assistant") and m.text
     ]
-    return messages[last].text, history
+    instructions = "\n\n".join(
+        m.text for m in messages if m.role in ("system", "developer") and m.text.strip()
+    )
+    return messages[last].text, history, instructions
 
 
 def _agent_events(index: Index, question: str, options: dict[str, Any]) -> Iterator[AskEvent]:
@@ -521,35 +529,52 @@ def _agent_events(index: Index, question: str, options: dict[str, Any]) -> Itera
         yield ReasoningDelta(f"{event.summary}\n") if isinstance(event, ToolStep) else event
 
 
-class _Chat:
-    """One chat completion: the pieces of an OpenAI response around an ask_stream."""
+def _usage(answer: Answer) -> dict[str, Any]:
+    """The answer's usage in OpenAI's shape (the engine counts it when the LLM sent none)."""
+    return answer.usage or counted_usage((), answer.reasoning, answer.text)
 
-    def __init__(self, index: Index, request: ChatRequest, timeout: float, base: str) -> None:
-        """`base`: the model of MODELS that request.model stands for (see Collections)."""
-        self.request = request
-        question, history = _question_and_history(request.messages)
-        schema = request.response_format.answer_schema() if request.response_format else None
+
+class _Turn:
+    """One answer through the engine, as every OpenAI endpoint serves it: ask_stream's events
+    (or a JSON answer as such events), pulled in worker threads within the request timeout."""
+
+    def __init__(
+        self,
+        index: Index,
+        *,
+        model: str,
+        messages: Sequence[ChatMessage],
+        fields: tuple[str, str],
+        timeout: float,
+        effort: Effort | None = None,
+        top_k: int | None = None,
+        schema: dict[str, Any] | None = None,
+        footnotes: bool = True,
+        where: Filter | None = None,
+    ) -> None:
+        """`model` is one of MODELS (a collection's model name resolved by Collections)."""
+        input_field, format_field = fields  # named in errors: ("messages", "response_format")
+        self.question, self.history, instructions = _conversation(messages, input_field)
         options: dict[str, Any] = {
-            "k": request.top_k,
-            "mode": MODELS[base],
-            "effort": request.reasoning_effort,
-            "history": history,
-            "where": _filter(request.filter),
+            "k": top_k,
+            "mode": MODELS[model],
+            "effort": effort,
+            "history": self.history,
+            "instructions": instructions,
+            "where": where,
         }
         self.events: Iterator[AskEvent]
-        if base == AGENT_MODEL:
+        if model == AGENT_MODEL:
             if schema is not None:
-                raise ApiError(400, f"response_format: not available with {AGENT_MODEL}")
-            self.events = _agent_events(index, question, options)
+                raise ApiError(400, f"{format_field}: not available with {AGENT_MODEL}")
+            self.events = _agent_events(index, self.question, options)
         elif schema is None:
-            self.events = index.ask_stream(question, **options)
+            self.events = index.ask_stream(self.question, **options)
         else:
-            self.events = self._structured(index, question, schema, options)
+            self.events = self._structured(index, self.question, schema, options)
         # A JSON answer is sent as the JSON alone: no footnotes, citations from its own field.
-        self.footnotes = request.footnotes and schema is None
+        self.footnotes = footnotes and schema is None
         self.json_cited: list[int] | None = None
-        self.id = f"chatcmpl-{uuid.uuid4().hex}"
-        self.created = int(time.time())
         self.deadline = time.monotonic() + timeout
 
     def _structured(
@@ -572,11 +597,55 @@ class _Chat:
     def cited(self, answer: Answer) -> list[int]:
         return answer.cited if self.json_cited is None else self.json_cited
 
+    def footnote(self, answer: Answer) -> str:
+        """The "Sources:" text appended to the answer, if any."""
+        return _footnotes(answer) if self.footnotes else ""
+
+    def sources(self, answer: Answer) -> list[dict[str, Any]]:
+        cited = self.cited(answer)
+        return [{**s, "cited": s["n"] in cited} for s in _sources(answer.passages)]
+
     async def next_event(self) -> AskEvent | None:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError
         return await _in_thread(lambda: next(self.events, None), remaining)
+
+    async def finish(self) -> Answer:
+        """The whole answer (for a non-streamed response); errors as ApiError."""
+        answer: Answer | None = None
+        try:
+            while (event := await self.next_event()) is not None:
+                if isinstance(event, Answer):
+                    answer = event
+        except Exception as exc:
+            raise _api_error(exc) from None
+        finally:
+            self.close()
+        assert answer is not None, "stream_answer always ends with an Answer"
+        return answer
+
+    async def start(self) -> list[AskEvent]:
+        """The events up to the first from the LLM, so that a dead LLM is an HTTP error rather
+        than a broken stream."""
+        first: list[AskEvent] = []
+        try:
+            while not first or isinstance(first[-1], (Rewritten, Retrieved)):
+                event = await self.next_event()
+                if event is None:
+                    break
+                first.append(event)
+        except Exception as exc:
+            self.close()
+            raise _api_error(exc) from None
+        return first
+
+    async def rest(self, first: list[AskEvent]) -> AsyncIterator[AskEvent]:
+        """`first`, then the remaining events (the caller closes the turn when done)."""
+        for event in first:
+            yield event
+        while (later := await self.next_event()) is not None:
+            yield later
 
     def close(self) -> None:
         """Close the generator, and with it the LLM stream (unless a worker still runs it:
@@ -586,8 +655,40 @@ class _Chat:
             with suppress(ValueError):
                 close()
 
+
+def _event_stream(chunks: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(
+        chunks,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+class _Chat:
+    """One chat completion: the pieces of an OpenAI response around a _Turn."""
+
+    def __init__(self, index: Index, request: ChatRequest, timeout: float, base: str) -> None:
+        """`base`: the model of MODELS that request.model stands for (see Collections)."""
+        self.request = request
+        self.turn = _Turn(
+            index,
+            model=base,
+            messages=request.messages,
+            fields=("messages", "response_format"),
+            timeout=timeout,
+            effort=request.reasoning_effort,
+            top_k=request.top_k,
+            schema=request.response_format.answer_schema() if request.response_format else None,
+            footnotes=request.footnotes,
+            where=_filter(request.filter),
+        )
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.include_usage = bool((request.stream_options or {}).get("include_usage"))
+
     def chunk(self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
-        """One SSE chunk; `delta=None` makes the usage-only chunk (no choices)."""
+        """One SSE chunk; `delta=None` makes the usage-only chunk (no choices). With
+        `include_usage`, the other chunks carry `"usage": null`, as OpenAI's do."""
         choices = (
             []
             if delta is None
@@ -599,19 +700,27 @@ class _Chat:
                 "object": "chat.completion.chunk",
                 "created": self.created,
                 "model": self.request.model,
+                "system_fingerprint": None,
                 "choices": choices,
+                **({"usage": None} if self.include_usage else {}),
                 **extra,
             }
         )
 
     def completion(self, answer: Answer) -> dict[str, Any]:
-        text = answer.text + (_footnotes(answer) if self.footnotes else "")
-        message = {"role": "assistant", "content": text, "reasoning": answer.reasoning or None}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": answer.text + self.turn.footnote(answer),
+            "refusal": None,
+            "annotations": [],
+            "reasoning": answer.reasoning or None,
+        }
         return {
             "id": self.id,
             "object": "chat.completion",
             "created": self.created,
             "model": self.request.model,
+            "system_fingerprint": None,
             "choices": [
                 {
                     "index": 0,
@@ -620,23 +729,16 @@ class _Chat:
                     "finish_reason": answer.finish_reason or "stop",
                 }
             ],
-            "usage": answer.usage,
-            "sources": [
-                {**s, "cited": s["n"] in self.cited(answer)} for s in _sources(answer.passages)
-            ],
+            "usage": _usage(answer),
+            "sources": self.turn.sources(answer),
             **({"notice": answer.notice} if answer.notice else {}),
         }
 
     async def stream(self, first: list[AskEvent]) -> AsyncIterator[bytes]:
         """SSE chunks shaped like OpenAI's; `first` are the events already pulled."""
-        include_usage = bool((self.request.stream_options or {}).get("include_usage"))
         sources_sent = False
         try:
-            pending = list(first)
-            while True:
-                event = pending.pop(0) if pending else await self.next_event()
-                if event is None:
-                    break
+            async for event in self.turn.rest(first):
                 if isinstance(event, Retrieved):
                     sources_sent = True
                     notice = {"notice": event.result.notice} if event.result.notice else {}
@@ -650,21 +752,125 @@ class _Chat:
                 elif isinstance(event, ContentDelta):
                     yield self.chunk({"content": event.text})
                 elif isinstance(event, Answer):
-                    if self.footnotes and (notes := _footnotes(event)):
+                    if notes := self.turn.footnote(event):
                         yield self.chunk({"content": notes})
                     # The agent finds its passages as it goes: they are listed at the end.
                     late = {} if sources_sent else {"sources": _sources(event.passages)}
-                    yield self.chunk(
-                        {}, event.finish_reason or "stop", cited=self.cited(event), **late
-                    )
-                    if include_usage:
-                        yield self.chunk(None, usage=event.usage)
+                    cited = self.turn.cited(event)
+                    yield self.chunk({}, event.finish_reason or "stop", cited=cited, **late)
+                    if self.include_usage:
+                        yield self.chunk(None, usage=_usage(event))
             yield b"data: [DONE]\n\n"
         except Exception as exc:  # headers are sent: the error travels as an SSE event
             error = _api_error(exc)
             yield _sse(_error_body(str(error), error.kind))
         finally:
-            self.close()
+            self.turn.close()
+
+
+def _responses_turn(
+    index: Index, request: ResponsesRequest, memory: ResponseMemory, timeout: float, base: str
+) -> _Turn:
+    """The engine turn for a Responses API request, after the remembered conversation."""
+    earlier: list[dict[str, str]] = []
+    if request.previous_response_id is not None:
+        previous = memory.get(request.previous_response_id)
+        if previous is None:
+            raise ApiError(
+                404,
+                f"previous_response_id: no stored response {request.previous_response_id!r} "
+                f"(the server remembers its last {memory.size}, until it restarts)",
+                "not_found",
+            )
+        earlier = previous.turns
+    schema = None
+    if request.text is not None and request.text.format.type != "text":
+        text_format = request.text.format
+        if text_format.type == "json_schema" and text_format.schema_ is None:
+            raise ApiError(400, "text.format.schema: required when type is json_schema")
+        json_schema = (
+            None if text_format.schema_ is None else JsonSchemaFormat(schema=text_format.schema_)
+        )
+        schema = ResponseFormat(type=text_format.type, json_schema=json_schema).answer_schema(
+            "text.format"
+        )
+    return _Turn(
+        index,
+        model=base,
+        messages=[ChatMessage(**m) for m in request.messages(earlier)],
+        fields=("input", "text.format"),
+        timeout=timeout,
+        effort=request.reasoning.effort if request.reasoning else None,
+        top_k=request.top_k,
+        schema=schema,
+        footnotes=request.footnotes,
+    )
+
+
+class _Responses:
+    """One Responses API answer: the response object or its event stream around a _Turn."""
+
+    def __init__(
+        self,
+        index: Index,
+        request: ResponsesRequest,
+        memory: ResponseMemory,
+        timeout: float,
+        base: str,
+    ) -> None:
+        self.request, self.memory = request, memory
+        self.turn = _responses_turn(index, request, memory, timeout, base)
+        self.shapes = ResponseShapes(request)
+
+    def remember(self, answer: Answer, response: dict[str, Any]) -> None:
+        """Store the response and its conversation for previous_response_id (unless
+        `store` is false)."""
+        if self.request.store:
+            turn = [
+                {"role": "user", "content": self.turn.question},
+                {"role": "assistant", "content": answer.text},
+            ]
+            self.memory.remember(response, [*self.turn.history, *turn])
+
+    def extra(self, answer: Answer) -> dict[str, Any]:
+        notice = {"notice": answer.notice} if answer.notice else {}
+        return {"sources": self.turn.sources(answer), **notice}
+
+    def completed(self, answer: Answer) -> dict[str, Any]:
+        text = answer.text + self.turn.footnote(answer)
+        output = self.shapes.output(answer.reasoning, text)
+        response = self.shapes.response("completed", output, _usage(answer), **self.extra(answer))
+        self.remember(answer, response)
+        return response
+
+    async def stream(self, first: list[AskEvent]) -> AsyncIterator[bytes]:
+        """The Responses API's events; `first` are the engine events already pulled."""
+        stream = ResponseStream(self.shapes)
+        try:
+            async for event in self.turn.rest(first):
+                chunks: list[bytes] = []
+                if isinstance(event, Retrieved) and not stream.started:
+                    notice = {"notice": event.result.notice} if event.result.notice else {}
+                    chunks = stream.start(sources=_sources(event.result.passages), **notice)
+                elif not stream.started and not isinstance(event, Rewritten):
+                    chunks = stream.start()  # the agent finds its sources as it goes
+                if isinstance(event, ReasoningDelta):
+                    chunks += stream.reasoning_delta(event.text)
+                elif isinstance(event, ContentDelta):
+                    chunks += stream.text_delta(event.text)
+                elif isinstance(event, Answer):
+                    if notes := self.turn.footnote(event):
+                        chunks += stream.text_delta(notes)
+                    closing, response = stream.finish(_usage(event), **self.extra(event))
+                    chunks += closing
+                    self.remember(event, response)
+                for chunk in chunks:
+                    yield chunk
+        except Exception as exc:  # headers are sent: the error travels as events
+            for chunk in stream.failed(str(_api_error(exc)), "server_error"):
+                yield chunk
+        finally:
+            self.turn.close()
 
 
 # --------------------------------------------------------------------------- the app
@@ -765,6 +971,7 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
     collections = Collections(ix, settings.collections)
     keys = load_api_keys(settings)
     jobs = IngestJobs(ix, resolve_roots(settings.allowed_roots))
+    memory = ResponseMemory()
     timeout = settings.request_timeout
     default = collections.index(None)  # MCP and --watch serve the first collection
     hosts = allowed_host_names(settings)
@@ -877,30 +1084,26 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
         """Retrieve for the last user message and answer with the configured LLM."""
         chat_index, base = collections.model(body.model)
         chat = _Chat(chat_index, body, timeout, base)
-        try:
-            if not body.stream:
-                answer: Answer | None = None
-                while (event := await chat.next_event()) is not None:
-                    if isinstance(event, Answer):
-                        answer = event
-                assert answer is not None, "stream_answer always ends with an Answer"
-                chat.close()
-                return JSONResponse(chat.completion(answer))
-            # Pull up to the first LLM event so a dead LLM is an HTTP error, not a broken stream.
-            first: list[AskEvent] = []
-            while not first or isinstance(first[-1], (Rewritten, Retrieved)):
-                event = await chat.next_event()
-                if event is None:
-                    break
-                first.append(event)
-        except Exception as exc:
-            chat.close()
-            raise _api_error(exc) from None
-        return StreamingResponse(
-            chat.stream(first),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        if not body.stream:
+            return JSONResponse(chat.completion(await chat.turn.finish()))
+        return _event_stream(chat.stream(await chat.turn.start()))
+
+    @app.post("/v1/responses", dependencies=auth, tags=["openai"], response_model=None)
+    async def responses(body: ResponsesRequest) -> Response:
+        """OpenAI's Responses API over the same engine turn as chat completions."""
+        answer_index, base = collections.model(body.model)
+        answering = _Responses(answer_index, body, memory, timeout, base)
+        if not body.stream:
+            return JSONResponse(answering.completed(await answering.turn.finish()))
+        return _event_stream(answering.stream(await answering.turn.start()))
+
+    @app.get("/v1/responses/{response_id}", dependencies=auth, tags=["openai"])
+    async def stored_response(response_id: str) -> dict[str, Any]:
+        """A response stored by this server (the last ones, in memory)."""
+        remembered = memory.get(response_id)
+        if remembered is None:
+            raise ApiError(404, f"no stored response {response_id!r}", "not_found")
+        return remembered.response
 
     # -- ossrag
 

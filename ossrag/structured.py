@@ -24,8 +24,9 @@ from jsonschema.exceptions import best_match
 from ossrag.budget import Budget
 from ossrag.llm import Completion, EmptyAnswerError, LLMClient, LLMError
 from ossrag.models import Passage
-from ossrag.prompts import SYSTEM_PROMPT
+from ossrag.prompts import SYSTEM_PROMPT, with_instructions
 from ossrag.retrieval import SearchResult
+from ossrag.usage import complete_usage
 
 BASE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -154,10 +155,10 @@ class StructuredAnswer:
         }
 
 
-def system_prompt(schema: dict[str, Any]) -> str:
+def system_prompt(schema: dict[str, Any], instructions: str = "") -> str:
     return (
-        f"{SYSTEM_PROMPT}\nReply with only one JSON object, no other text, matching this JSON "
-        f"schema:\n{json.dumps(schema)}"
+        f"{with_instructions(SYSTEM_PROMPT, instructions)}\nReply with only one JSON object, no "
+        f"other text, matching this JSON schema:\n{json.dumps(schema)}"
     )
 
 
@@ -171,10 +172,14 @@ def answer_structured(
     effort: str | None = None,
     history: Sequence[dict[str, Any]] = (),
     retrieve_ms: float = 0.0,
+    instructions: str = "",
 ) -> StructuredAnswer:
-    """Ask for a JSON answer over ``result``'s passages; retry once with the validation error."""
+    """Ask for a JSON answer over ``result``'s passages; retry once with the validation error.
+
+    ``instructions`` (the client's own) follow ossrag's system prompt; usage is summed over the
+    attempts, each counted when the server reports none."""
     started = time.perf_counter()
-    fitted = budget.fit(question, result.passages, history, system_prompt(schema))
+    fitted = budget.fit(question, result.passages, history, system_prompt(schema, instructions))
     messages = fitted.messages
     notices = [result.notice, fitted.notice]
     response_format: dict[str, Any] | None = {
@@ -190,7 +195,10 @@ def answer_structured(
             notices.append("the LLM server does not accept response_format: schema in prompt")
             completion = _complete(llm, messages, budget, effort, None)
         assert completion is not None
-        for key, value in (completion.usage or {}).items():
+        counted = complete_usage(
+            completion.usage, messages, completion.reasoning, completion.content
+        )
+        for key, value in counted.items():
             if isinstance(value, int):
                 usage[key] = usage.get(key, 0) + value
         if completion.finish_reason == "length" and not completion.content:
@@ -216,7 +224,7 @@ def answer_structured(
             passages=fitted.passages,
             reasoning=completion.reasoning.strip(),
             attempts=attempt,
-            usage=usage or None,
+            usage=usage,
             timings={
                 "retrieve_ms": retrieve_ms,
                 "total_ms": retrieve_ms + (time.perf_counter() - started) * 1000,

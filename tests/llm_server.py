@@ -71,6 +71,7 @@ class Reply:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)  # [{name, arguments}]
     finish_reason: str | None = AUTO  # None: never send one (a truncated or odd server)
     usage: dict[str, Any] | None = None  # None: estimated from text lengths
+    send_usage: bool = True  # False: no usage at all (servers that never report it)
     chunk_size: int = 8  # characters per streamed delta
     delay_s: float = 0.0  # sleep before each streamed delta after the first
     first_token_delay_s: float = 0.0  # sleep before the first delta (headers go out at once)
@@ -426,7 +427,7 @@ class _Handler(BaseHTTPRequestHandler):
             "created": int(time.time()),
             "model": body.get("model", ""),
             "choices": [choice],
-            "usage": estimate_usage(body, reply),
+            "usage": estimate_usage(body, reply) if reply.send_usage else None,
         }
         self._send_json(200, payload, reply.headers)
 
@@ -463,7 +464,7 @@ class _Handler(BaseHTTPRequestHandler):
             for p in pieces(call["function"]["arguments"], reply.chunk_size):
                 events.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": p}}]}))
         events.append(chunk({}, finish_reason(reply)))
-        if include_usage:
+        if include_usage and reply.send_usage:
             events.append({**base, "choices": [], "usage": estimate_usage(body, reply)})
 
         for n, event in enumerate(events):
