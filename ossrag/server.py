@@ -547,6 +547,7 @@ class _Chat:
             "sources": [
                 {**s, "cited": s["n"] in self.cited(answer)} for s in _sources(answer.passages)
             ],
+            "claims": [claim.to_dict() for claim in answer.claims],
             **({"notice": answer.notice} if answer.notice else {}),
         }
 
@@ -577,8 +578,10 @@ class _Chat:
                         yield self.chunk({"content": notes})
                     # The agent finds its passages as it goes: they are listed at the end.
                     late = {} if sources_sent else {"sources": _sources(event.passages)}
+                    claims = [claim.to_dict() for claim in event.claims]
                     yield self.chunk(
-                        {}, event.finish_reason or "stop", cited=self.cited(event), **late
+                        {}, event.finish_reason or "stop", cited=self.cited(event), **late,
+                        claims=claims,
                     )
                     if include_usage:
                         yield self.chunk(None, usage=event.usage)
