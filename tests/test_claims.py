@@ -55,7 +55,10 @@ def test_split_claims_citation_styles() -> None:
 
 
 def test_passage_sentences_carry_file_lines() -> None:
-    text = "## Limits\n\nA collection holds at most\n1,024 partitions. Each is a *subset*.\n\n- [Keys](k.md) hash"
+    text = (
+        "## Limits\n\nA collection holds at most\n1,024 partitions. Each is a *subset*.\n\n"
+        "- [Keys](k.md) hash"
+    )
     passage = Passage(1, 1.0, "c", "a.md", "", 20, 25, text)
     assert [(s.text, s.start_line, s.end_line) for s in passage_sentences(3, passage)] == [
         ("Limits", 20, 20),
