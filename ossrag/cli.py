@@ -36,6 +36,7 @@ from ossrag.llm import EFFORTS, ContentDelta, LLMError, ReasoningDelta
 from ossrag.models import Passage
 from ossrag.rag import Answer, Retrieved
 from ossrag.report import answers_html, fmt, retrieval_html, run_info
+from ossrag.retrieval import expect_lines, explain_line
 from ossrag.store import StoreError
 from ossrag.structured import load_schema
 
@@ -190,6 +191,13 @@ def search(
     rewrite: Annotated[
         bool, typer.Option(help="add LLM-written English queries (translation, expansion)")
     ] = False,
+    explain: Annotated[
+        bool, typer.Option(help="show each passage's rank and score in the dense and BM25 routes")
+    ] = False,
+    expect: Annotated[
+        str | None,
+        typer.Option(help="a file that should be found: where it ranked and what beat it"),
+    ] = None,
     db: DbOpt = None,
     token: TokenOpt = None,
     collection: CollectionOpt = None,
@@ -209,7 +217,8 @@ def search(
             model=model, api_key=api_key,
         )  # fmt: skip
         index = Index(settings)
-        result = index.search(question, rewrite=rewrite)
+        result = index.search(question, rewrite=rewrite, explain=explain)
+        expected = index.expect(question, expect) if expect else None
         index.close()
     if json_output:
         _print_json(
@@ -218,6 +227,7 @@ def search(
                 "mode": result.mode,
                 **({"notice": result.notice} if result.notice else {}),
                 **({"translation": result.translation} if result.translation else {}),
+                **({"expect": expected} if expected else {}),
             }
         )
         return
@@ -227,8 +237,13 @@ def search(
         err.print(f"[dim]searched with the corpus's words:[/] {shown(result.translation)}")
     for p in result.passages:
         out.print(f"[bold cyan]{p.rank}.[/] [green]{p.score:.3f}[/]  {_location(p)}")
+        if p.explain is not None:
+            out.print(terminal_safe(explain_line(p.explain)), style="dim", markup=False)
         out.print(terminal_safe(p.text.strip()), style="default", markup=False)
         out.print()
+    if expected:
+        for line in expect_lines(expected):
+            out.print(terminal_safe(line), markup=False)
 
 
 def _print_sources(passages: list[Passage], console: Console) -> None:
@@ -421,7 +436,9 @@ def eval_retrieval(
     rewrite: Annotated[
         bool, typer.Option(help="expand/translate questions through the LLM first")
     ] = False,
-    show_misses: Annotated[bool, typer.Option(help="list questions missed in the top 5")] = False,
+    show_misses: Annotated[
+        bool, typer.Option(help="list questions missed in the top 5, with each route's ranks")
+    ] = False,
     html_path: Annotated[Path | None, typer.Option("--html", help="write an HTML report")] = None,
     db: DbOpt = None,
     token: TokenOpt = None,
@@ -445,8 +462,9 @@ def eval_retrieval(
         if not json_output:
             err.print(f"[dim]{len(items)} questions; preparing stores…[/]")
         reports = retrieval_reports(
-            settings, items, corpus=corpus, k=k, baseline=baseline, rewrite=rewrite
-        )
+            settings, items, corpus=corpus, k=k, baseline=baseline, rewrite=rewrite,
+            explain_misses=show_misses,
+        )  # fmt: skip
     summaries = {report.name: report.summary() for report in reports}
     if html_path is not None:
         info = run_info(
@@ -497,6 +515,8 @@ def eval_retrieval(
                     f"{shown(miss['question'])}\n  expected {miss['expected']}; got "
                     + "; ".join(shown(g) for g in miss["got"])
                 )
+                for line in expect_lines(miss["expect"]) if "expect" in miss else []:
+                    out.print("  " + terminal_safe(line), markup=False)
 
 
 @eval_app.command("answers")

@@ -157,9 +157,16 @@ class Index:
         )
 
     def search(
-        self, query: str, k: int | None = None, mode: Mode | None = None, *, rewrite: bool = False
+        self,
+        query: str,
+        k: int | None = None,
+        mode: Mode | None = None,
+        *,
+        rewrite: bool = False,
+        explain: bool = False,
     ) -> SearchResult:
-        """Passages for a query; `rewrite` adds LLM-written English queries (see ossrag.rewrite).
+        """Passages for a query; `rewrite` adds LLM-written English queries (see ossrag.rewrite);
+        `explain` adds to each passage why it ranked there (Retriever.explain).
 
         A question in another language is searched with the LLM's queries alone, its English
         version first: the original, even with its word translation, only dilutes the fusion
@@ -167,17 +174,30 @@ class Index:
         original, 0.605 with it).
         """
         k, mode = k or self.settings.top_k, mode or self.settings.mode
+        queries: list[str] = []
         if not rewrite:
-            return self.retriever.search(query, k, mode)
-        try:
-            queries = expand_query(self.llm, query)
-        except LLMError as exc:
             result = self.retriever.search(query, k, mode)
-            return replace(result, notice=f"{REWRITE_OFF}: {exc}")
-        if len(queries) > 1 and self.retriever.reads_foreign(query):
-            result = self.retriever.search_many(queries[1:], k, mode)
-            return replace(result, translation=queries[1])
-        return self.retriever.search_many(queries, k, mode)
+        else:
+            try:
+                queries = expand_query(self.llm, query)
+            except LLMError as exc:
+                result = self.retriever.search(query, k, mode)
+                result = replace(result, notice=f"{REWRITE_OFF}: {exc}")
+            else:
+                if len(queries) > 1 and self.retriever.reads_foreign(query):
+                    result = self.retriever.search_many(queries[1:], k, mode)
+                    result = replace(result, translation=queries[1])
+                else:
+                    result = self.retriever.search_many(queries, k, mode)
+        return self.retriever.explain(query, result, k, rewrites=queries) if explain else result
+
+    def expect(
+        self, query: str, source: str, k: int | None = None, mode: Mode | None = None
+    ) -> dict[str, Any]:
+        """Where `source` ranked for `query` in each route, and what ranked above it."""
+        return self.retriever.expect(
+            query, source, k or self.settings.top_k, mode or self.settings.mode
+        )
 
     def ask_stream(
         self,

@@ -201,6 +201,7 @@ class SearchRequest(BaseModel):
     query: str = Field(min_length=1)
     top_k: int | None = Field(None, ge=1, le=100)
     mode: Mode | None = None
+    explain: bool = Field(False, description="add each passage's ranks and scores per route")
 
     @field_validator("query")
     @classmethod
@@ -760,7 +761,9 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
     async def search(body: SearchRequest) -> dict[str, Any]:
         """Passages with scores (higher is better); no LLM."""
         try:
-            result = await _in_thread(lambda: ix.search(body.query, body.top_k, body.mode), timeout)
+            result = await _in_thread(
+                lambda: ix.search(body.query, body.top_k, body.mode, explain=body.explain), timeout
+            )
         except Exception as exc:
             raise _api_error(exc) from None
         return {
