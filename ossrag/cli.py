@@ -347,7 +347,7 @@ def ask(
     if answer.notice and agent:
         err.print(f"[yellow]note:[/] {shown(answer.notice)}")
     for line, style in report_lines(answer.claims, show_evidence):
-        out.print(line, style=style, markup=False)
+        out.print(terminal_safe(line), style=style, markup=False)
     _print_sources(answer.passages, out)
 
 
