@@ -17,9 +17,12 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ossrag.claims import Verifier
 from ossrag.crosslingual import load_word_encoder
@@ -80,8 +83,13 @@ def main() -> None:
         verifier = Verifier(MiniLMEmbedder().embed_queries, e5.encode if e5 else None)
     verdicts: list[tuple[dict[str, Any], str]] = []
     misses = []
-    for item, passage in load(args.labeled, args.shared):
+    labeled = load(args.labeled, args.shared)
+    verifier.check(f"{labeled[0][0]['claim']} [1]", [labeled[0][1]])  # load the models first
+    seconds = []
+    for item, passage in labeled:
+        started = time.perf_counter()
         claim = verifier.check(f"{item['claim']} [1]", [passage])[0]
+        seconds.append(time.perf_counter() - started)
         verdicts.append((item, claim.verdict))
         if (claim.verdict == "unsupported") != (item["label"] == "unsupported"):
             misses.append({"id": item["id"], "kind": item["kind"], "verdict": claim.verdict,
@@ -93,12 +101,20 @@ def main() -> None:
         "Italian claims": [v for v in verdicts if v[0]["lang"] == "it"],
     }
     report = {name: scores(part) for name, part in parts.items()}
+    english = [t for t, (item, _) in zip(seconds, labeled, strict=True) if item["lang"] == "en"]
+    italian = [t for t, (item, _) in zip(seconds, labeled, strict=True) if item["lang"] != "en"]
+    timing = {
+        f"{name} ms p50": round(1000 * float(np.percentile(part, 50)), 1)
+        for name, part in (("English", english), ("Italian", italian))
+        if part
+    }
     kinds = sorted({item["kind"] for item, _ in verdicts})
     by_kind = {
         kind: dict(Counter(v for item, v in verdicts if item["kind"] == kind)) for kind in kinds
     }
     if args.json:
-        print(json.dumps({"parts": report, "by_kind": by_kind, "errors": misses}, indent=2))
+        payload = {"parts": report, "by_kind": by_kind, "timing": timing, "errors": misses}
+        print(json.dumps(payload, indent=2))
         return
     print(f"{args.labeled.name}: {'lexical only' if args.lexical else 'lexical + embeddings'}\n")
     print("| part | n | precision | recall | supported→unsupported | unsupported→not flagged |")
@@ -111,6 +127,9 @@ def main() -> None:
     print("\nconfusion (all): label \\ verdict")
     for label, row in report["all"]["confusion"].items():
         print(f"  {label:12} " + "  ".join(f"{v} {n}" for v, n in row.items()))
+    print(
+        "\ntime per claim (one cited passage): " + ", ".join(f"{k} {v}" for k, v in timing.items())
+    )
     print("\nverdicts by kind:")
     for kind, counts in by_kind.items():
         print(f"  {kind:20} " + "  ".join(f"{v} {counts.get(v, 0)}" for v in VERDICTS))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import write_docs
+from conftest import SHARED, write_docs
 from llm_server import Reply, ScriptedLLMServer
 from test_server import LiveServer
 from typer.testing import CliRunner
@@ -193,3 +193,24 @@ def test_http_carries_claims_next_to_sources(
     assert len(final) == 1 and final[0] is events[-1]
     _check(final[0]["claims"])
     assert all("claims" not in e for e in events[:-1])
+
+
+LABELED = Path(__file__).resolve().parents[1] / "benchmarks" / "questions" / "claims.jsonl"
+KINDS = {
+    "supported": {"copy", "paraphrase", "italian"},
+    "unsupported": {"wrong_passage", "number", "name", "fabricated", "italian_fabricated",
+                    "italian_number"},
+}  # fmt: skip
+
+
+def test_labeled_set_is_well_formed() -> None:
+    items = [json.loads(line) for line in LABELED.read_text(encoding="utf-8").splitlines()]
+    assert len(items) >= 150 and len({i["id"] for i in items}) == len(items)
+    assert all(i["kind"] in KINDS[i["label"]] for i in items)
+    assert {i["corpus"] for i in items} == {"milvus-docs", "fastapi-docs"}
+    assert {i["kind"] for i in items} == KINDS["supported"] | KINDS["unsupported"]
+    corpus = SHARED / "corpus"
+    if corpus.is_dir():  # every passage's lines exist in its file
+        for i in items:
+            lines = (corpus / i["corpus"] / i["source"]).read_text(encoding="utf-8").split("\n")
+            assert 1 <= i["start_line"] < i["end_line"] <= len(lines), i["id"]
