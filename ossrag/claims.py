@@ -57,7 +57,7 @@ _MARKER = re.compile(r"^\s*(?:[-*+]\s+|\d{1,3}[.)]\s+|#{1,6}\s+|>\s*)")
 # A sentence ends at . ! ? (or a citation right after one) before a space and an upper-case
 # letter, digit, quote, bracket or backtick; "e.g." and "i.e." do not end one.
 _SENTENCE_END = re.compile(r"(?<!\be\.g\.)(?<!\bi\.e\.)(?<=[.!?:;])\s+(?=[\"'`(\[*_A-Z0-9À-Ý])")
-_WORD = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_][\w.]*\w|[^\W\d_]")
+_WORD = re.compile(r"\d+(?:[.,]\d+)*|_*[^\W\d_][\w.]*\w|[^\W\d_]")
 _THOUSANDS = re.compile(r"^\d{1,3}(?:[.,]\d{3})+$")
 _NAME = re.compile(r"^(?:.*[_.].*|.*\d.*|[A-Z]{2,}\w*|[a-z]+[A-Z]\w*|[A-Z]\w*[A-Z]\w*)$")
 
@@ -428,7 +428,8 @@ class Verifier:
         terms = [_terms(s.text, stop) for s in pool]
         covered = [wanted & set().union(*(terms[i] for i in w)) for w in windows]
         coverage = np.array([len(c) / max(len(wanted), 1) for c in covered])
-        encode = self.encode_foreign if foreign else self.encode
+        # A claim missing a fact is unsupported whatever its similarity: no need to embed it.
+        encode = None if missing else self.encode_foreign if foreign else self.encode
         order = np.argsort(-coverage, kind="stable")
         candidates = order if foreign or encode is None else order[:EMBEDDED]
         similarity = coverage
