@@ -252,7 +252,8 @@ def explain_line(explain: dict[str, Any]) -> str:
 
     bm25 = explain["bm25"]
     terms = f" ({', '.join(bm25['terms'])})" if bm25["terms"] else ""
-    parts = [route("dense", explain["dense"]), route("bm25", bm25) + terms,
+    lexical = route("bm25", bm25) + terms if bm25["terms"] else "bm25 no term matched"
+    parts = [route("dense", explain["dense"]), lexical,
              f"fused {explain['fused']:.3f}"]  # fmt: skip
     if len(explain["merged_from"]) > 1:
         parts.append(f"{len(explain['merged_from'])} chunks merged")

@@ -67,6 +67,14 @@ def test_search_explain_json_when_routes_disagree(store: Path) -> None:
     assert (top["translated"], top["rewrites"]) == (None, [])
     assert results[1]["explain"]["bm25"]["score"] > 0 and results[1]["explain"]["dense"]["score"]
 
+    text = runner.invoke(app, ["search", QUESTION, "-k", "3", "--explain"], env=env).stdout
+    lines = [line for line in text.splitlines() if line.startswith("   dense ")]
+    assert [line.split(" · ")[:2] for line in lines] == [
+        ["   dense #1 0.595", "bm25 #1 3.702 (distanc, metric, vector)"],
+        ["   dense #4 0.083", "bm25 #2 0.781 (vector)"],
+        ["   dense #2 0.109", "bm25 no term matched"],
+    ]
+
     plain = runner.invoke(app, ["search", QUESTION, "-k", "3", "--json"], env=env)
     assert all("explain" not in r for r in json.loads(plain.stdout)["results"])
 
