@@ -49,6 +49,7 @@ _CITES = re.compile(r"(?:\s*\[\d{1,3}(?:\s*,\s*\d{1,3})*\])+")
 _CITE_AFTER_STOP = re.compile(r"([.!?])((?:\s*\[\d{1,3}(?:\s*,\s*\d{1,3})*\])+)")
 _NUMBER_IN = re.compile(r"\d{1,3}")
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _LINK = re.compile(r"!?\[([^\]\n]*)\]\([^)\n]*\)")
 _TAG = re.compile(r"<[^>\n]{1,200}>")
 _FENCE = re.compile(r"^\s*(```|~~~)")
@@ -158,6 +159,7 @@ def _blocks(text: str) -> list[tuple[int, list[str]]]:
 
 def plain(text: str) -> str:
     """Markdown and HTML markup removed, code spans kept as their text."""
+    text = _CONTROL.sub("", text)  # a quote never carries a terminal escape from a document
     text = _LINK.sub(r"\1", text)
     text = _TAG.sub(" ", text)
     text = _MARKER.sub("", text)

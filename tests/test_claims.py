@@ -13,7 +13,14 @@ from llm_server import Reply, ScriptedLLMServer
 from test_server import LiveServer
 from typer.testing import CliRunner
 
-from ossrag.claims import Evidence, Verifier, missing_facts, passage_sentences, split_claims
+from ossrag.claims import (
+    Evidence,
+    Verifier,
+    missing_facts,
+    passage_sentences,
+    plain,
+    split_claims,
+)
 from ossrag.cli import app
 from ossrag.config import load_settings
 from ossrag.embeddings import Embedder
@@ -66,6 +73,13 @@ def test_passage_sentences_carry_file_lines() -> None:
         ("Each is a subset.", 23, 23),
         ("Keys hash", 25, 25),
     ]
+
+
+def test_plain_drops_markup_and_control_bytes() -> None:
+    assert (
+        plain("See [the **docs**](x.md) <b>now</b>\x1b[2J\x07 { #anchor }")
+        == "See the docs now [2J"
+    )
 
 
 def test_missing_facts_numbers_names_polarity() -> None:
