@@ -85,9 +85,10 @@ class Index:
 
     @cached_property
     def verifier(self) -> Verifier:
-        """Checks answers' claims; MiniLM similarity only when MiniLM is the index's embedder
-        (its thresholds were measured with it), else words and facts alone for English."""
-        minilm = self.embedder.name == "minilm"
+        """Checks answers' claims; MiniLM similarity only when MiniLM (fp32 or its int8 copy) is
+        the index's embedder (the thresholds were measured with it), else words and facts alone
+        for English."""
+        minilm = self.embedder.name.startswith("minilm")
         return Verifier(self.embedder.embed_queries if minilm else None, e5_encode)
 
     def verify(self, text: str, passages: Sequence[Passage]) -> list[Claim]:
