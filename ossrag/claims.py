@@ -4,8 +4,10 @@ No LLM call: the answer is split into claims (sentences and list items, with the
 numbers each cites), every cited passage into sentences with their lines in the file, and each
 claim scored against its best one or two consecutive sentences by
 
-- agreement: every number and every name (code span, identifier, mid-sentence capitalised
-  word) the claim states must appear in a cited passage, else the claim is `unsupported`;
+- agreement: every number (digits, or the words two to twelve), every name (code span,
+  identifier, mid-sentence capitalised word) and every polarity word (not, before/after,
+  always, every/all, ...) the claim states must appear in a cited passage, else the claim is
+  `unsupported`;
 - coverage: the share of the claim's content words (stemmed) found in those sentences;
 - similarity: cosine of claim and sentences in an embedding space, all-MiniLM-L6-v2 for
   English claims, multilingual-e5-small for claims in another language (English passages).
@@ -115,7 +117,8 @@ class Sentence:
 
 @dataclass(frozen=True)
 class Features:
-    """What a verdict is made of (benchmarks/citations.py reads them to choose the constants)."""
+    """What a verdict is made of (benchmarks/citations.py --sweep reads them to choose the
+    constants)."""
 
     coverage: float
     similarity: float
