@@ -190,7 +190,8 @@ class Retriever:
         _, dense, bm25 = self.routes(query, self.depth)
         fused = self.chunks(query, self.depth, mode).passages
         passages = merge_neighbours(fused, k)
-        report: dict[str, Any] = {"source": source}
+        indexed = any(record.source == source for record in self.store.files().values())
+        report: dict[str, Any] = {"source": source, "indexed": indexed}
         for name, ranking in (("dense", dense), ("bm25", bm25), ("fused", fused),
                               ("passages", passages)):  # fmt: skip
             hit = next((p for p in ranking if p.source == source), None)
@@ -266,6 +267,9 @@ def explain_line(explain: dict[str, Any]) -> str:
 
 def expect_lines(report: dict[str, Any]) -> list[str]:
     """Retriever.expect as text: a line per route, then what ranked above."""
+    if not report["indexed"]:
+        return [f"expected {report['source']}: no such file in the index (sources are paths "
+                "relative to the ingested folder, as `ossrag search` shows them)"]  # fmt: skip
     lines = [f"expected {report['source']}:"]
     for name in ("dense", "bm25", "fused", "passages"):
         part = report[name]

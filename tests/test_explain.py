@@ -95,6 +95,11 @@ def test_search_expect_says_what_beat_the_source(store: Path) -> None:
     assert lines[at + 1].startswith("  dense    #4 of ")
     assert "above it: guide/search.md #1" in lines[at + 1] and "notes.txt #2" in lines[at + 1]
     assert lines[at + 4].startswith("  passages not in the top 1; above it: guide/search.md #1")
+    assert expect["indexed"] is True
+
+    result = runner.invoke(app, ["search", QUESTION, "--expect", "storage.md"], env=env)
+    assert result.exit_code == 0
+    assert "expected storage.md: no such file in the index" in result.stdout
 
 
 def test_http_search_explain(store: Path, embedder: Embedder) -> None:
