@@ -263,10 +263,15 @@ class Index:
         follow-up is rewritten to stand alone first, as in `ask_stream`."""
         question = standalone_question(self.llm, question, history)
         result, retrieve_ms = self._timed_search(question, k, mode)
-        return answer_structured(
+        answer = answer_structured(
             question, result, self.llm, self.budget, schema=schema,
             effort=effort or self.settings.effort, history=history, retrieve_ms=retrieve_ms,
         )  # fmt: skip
+        if isinstance(text := answer.data.get("answer"), str):  # its claims cite like prose
+            started = time.perf_counter()
+            answer.claims = self.verify(text, answer.passages)
+            answer.timings["verify_ms"] = (time.perf_counter() - started) * 1000
+        return answer
 
     def _timed_search(
         self, question: str, k: int | None, mode: Mode | None

@@ -490,7 +490,7 @@ class _Chat:
         yield ContentDelta(text)
         yield Answer(
             question, text, answer.reasoning, answer.passages, "stop", answer.usage,
-            answer.timings, answer.notice,
+            answer.timings, answer.notice, claims=answer.claims,
         )  # fmt: skip
 
     def cited(self, answer: Answer) -> list[int]:

@@ -228,3 +228,23 @@ def test_labeled_set_is_well_formed() -> None:
         for i in items:
             lines = (corpus / i["corpus"] / i["source"]).read_text(encoding="utf-8").split("\n")
             assert 1 <= i["start_line"] < i["end_line"] <= len(lines), i["id"]
+
+
+def test_structured_answer_claims(store: Path, embedder: Embedder, tmp_path: Path) -> None:
+    data = {"answer": ANSWER, "citations": [1], "confidence": 0.5, "follow_up_questions": []}
+    with ScriptedLLMServer(Reply(content=json.dumps(data))) as llm:
+        settings = load_settings(db=str(store), base_url=llm.base_url, model="gpt-oss-20b")
+        index = Index(settings, embedder=embedder)
+        try:
+            answer = index.ask_structured(QUESTION, k=2)
+        finally:
+            index.close()
+        _check([c.to_dict() for c in answer.claims])
+        schema = tmp_path / "schema.json"
+        schema.write_text("{}", encoding="utf-8")
+        env = {"OSSRAG_DB": str(store), "OSSRAG_BASE_URL": llm.base_url,
+               "OSSRAG_MODEL": "gpt-oss-20b"}  # fmt: skip
+        args = ["ask", QUESTION, "-k", "2", "--json-schema", str(schema)]
+        result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 0, result.stderr
+    _check(json.loads(result.stdout)["claims"])
