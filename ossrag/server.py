@@ -581,7 +581,10 @@ class _Chat:
                     late = {} if sources_sent else {"sources": _sources(event.passages)}
                     claims = [claim.to_dict() for claim in event.claims]
                     yield self.chunk(
-                        {}, event.finish_reason or "stop", cited=self.cited(event), **late,
+                        {},
+                        event.finish_reason or "stop",
+                        cited=self.cited(event),
+                        **late,
                         claims=claims,
                     )
                     if include_usage:
