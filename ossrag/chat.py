@@ -18,7 +18,8 @@ from typing import Any
 
 from rich.console import Console
 
-from ossrag.console import StreamPrinter, shown
+from ossrag.claims import report_lines
+from ossrag.console import StreamPrinter, shown, terminal_safe
 from ossrag.filters import Filter
 from ossrag.index import Index
 from ossrag.llm import EFFORTS, ContentDelta, LLMError, ReasoningDelta
@@ -141,3 +142,5 @@ def _answer(session: ChatSession, question: str, out: Console, err: Console) -> 
             out.print()
             if cited:
                 err.print(f"[dim]sources: {shown(cited)}[/]")
+            for line, style in report_lines(event.claims):
+                err.print(terminal_safe(line), style=style, markup=False)

@@ -24,6 +24,7 @@ from ossrag.agent import ToolStep
 from ossrag.chat import HELP as CHAT_HELP
 from ossrag.chat import ChatSession, input_lines
 from ossrag.chat import run as run_chat
+from ossrag.claims import report_lines
 from ossrag.compare import Row as AnswerRow
 from ossrag.compare import answers_cache_path
 from ossrag.compare import compare as compare_answers
@@ -39,6 +40,7 @@ from ossrag.llm import EFFORTS, ContentDelta, LLMError, ReasoningDelta
 from ossrag.models import Passage
 from ossrag.rag import Answer, Retrieved
 from ossrag.report import answers_html, fmt, retrieval_html, run_info
+from ossrag.retrieval import expect_lines, explain_line
 from ossrag.store import StoreError
 from ossrag.structured import load_schema
 
@@ -268,6 +270,13 @@ def search(
     path: PathOpt = [],  # noqa: B006
     type_: TypeOpt = [],  # noqa: B006
     since: SinceOpt = None,
+    explain: Annotated[
+        bool, typer.Option(help="show each passage's rank and score in the dense and BM25 routes")
+    ] = False,
+    expect: Annotated[
+        str | None,
+        typer.Option(help="a file that should be found: where it ranked and what beat it"),
+    ] = None,
     db: DbOpt = None,
     token: TokenOpt = None,
     collection: CollectionOpt = None,
@@ -288,7 +297,8 @@ def search(
         )  # fmt: skip
         where = _where(path, type_, since)
         index = Index(settings)
-        result = index.search(question, rewrite=rewrite, where=where)
+        result = index.search(question, rewrite=rewrite, explain=explain, where=where)
+        expected = index.expect(question, expect) if expect else None
         index.close()
     if json_output:
         _print_json(
@@ -297,6 +307,7 @@ def search(
                 "mode": result.mode,
                 **({"notice": result.notice} if result.notice else {}),
                 **({"translation": result.translation} if result.translation else {}),
+                **({"expect": expected} if expected else {}),
             }
         )
         return
@@ -306,8 +317,13 @@ def search(
         err.print(f"[dim]searched with the corpus's words:[/] {shown(result.translation)}")
     for p in result.passages:
         out.print(f"[bold cyan]{p.rank}.[/] [green]{p.score:.3f}[/]  {_location(p)}")
+        if p.explain is not None:
+            out.print(terminal_safe(explain_line(p.explain)), style="dim", markup=False)
         out.print(terminal_safe(p.text.strip()), style="default", markup=False)
         out.print()
+    if expected:
+        for line in expect_lines(expected):
+            out.print(terminal_safe(line), markup=False)
 
 
 def _print_sources(passages: list[Passage], console: Console) -> None:
@@ -327,6 +343,9 @@ def ask(
     mode: ModeOpt = None,
     effort: EffortOpt = None,
     show_reasoning: Annotated[bool, typer.Option(help="print the model's reasoning")] = False,
+    show_evidence: Annotated[
+        bool, typer.Option(help="print each cited claim with the sentence that supports it")
+    ] = False,
     db: DbOpt = None,
     token: TokenOpt = None,
     collection: CollectionOpt = None,
@@ -415,6 +434,8 @@ def ask(
     out.print("\n")
     if answer.notice and agent:
         err.print(f"[yellow]note:[/] {shown(answer.notice)}")
+    for line, style in report_lines(answer.claims, show_evidence):
+        out.print(terminal_safe(line), style=style, markup=False)
     _print_sources(answer.passages, out)
 
 
@@ -514,7 +535,9 @@ def eval_retrieval(
     rewrite: Annotated[
         bool, typer.Option(help="expand/translate questions through the LLM first")
     ] = False,
-    show_misses: Annotated[bool, typer.Option(help="list questions missed in the top 5")] = False,
+    show_misses: Annotated[
+        bool, typer.Option(help="list questions missed in the top 5, with each route's ranks")
+    ] = False,
     html_path: Annotated[Path | None, typer.Option("--html", help="write an HTML report")] = None,
     path: PathOpt = [],  # noqa: B006
     type_: TypeOpt = [],  # noqa: B006
@@ -543,6 +566,7 @@ def eval_retrieval(
         reports = retrieval_reports(
             settings, items, corpus=corpus, k=k, baseline=baseline, rewrite=rewrite,
             where=_where(path, type_, since),
+            explain_misses=show_misses,
         )  # fmt: skip
     summaries = {report.name: report.summary() for report in reports}
     if html_path is not None:
@@ -594,6 +618,8 @@ def eval_retrieval(
                     f"{shown(miss['question'])}\n  expected {miss['expected']}; got "
                     + "; ".join(shown(g) for g in miss["got"])
                 )
+                for line in expect_lines(miss["expect"]) if "expect" in miss else []:
+                    out.print("  " + terminal_safe(line), markup=False)
 
 
 @eval_app.command("answers")

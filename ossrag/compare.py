@@ -66,6 +66,9 @@ class Row:
     reference: str = ""  # the question set's answer
     reasoning: str = ""
     passages: list[dict[str, Any]] = field(default_factory=list)  # the cited ones, with "n"
+    claims: int = 0  # cited claims in the answer (ossrag.claims)
+    supported: int = 0  # of them, supported by the passages they cite
+    unsupported: int = 0
 
     @property
     def key(self) -> str:
@@ -120,6 +123,9 @@ def _row(model: str, effort: str, item: EvalItem, answer: Answer) -> Row:
         reference=item.answer,
         reasoning=answer.reasoning,
         passages=[{"n": n, **answer.passages[n - 1].to_dict()} for n in answer.cited],
+        claims=len(answer.claims),
+        supported=sum(c.verdict == "supported" for c in answer.claims),
+        unsupported=sum(c.verdict == "unsupported" for c in answer.claims),
     )
 
 
@@ -198,6 +204,7 @@ def _answer_row(
     try:
         events = stream_answer(item.question, result, llm, effort=effort, budget=index.budget)
         answer = [e for e in events if isinstance(e, Answer)][-1]
+        answer.claims = index.verify(answer.text, answer.passages)
     except LLMError as exc:
         timings = {"ttft_ms": 0.0, "total_ms": 0.0, "retrieve_ms": 0.0}
         empty = Answer(item.question, "", "", [], timings=timings)
@@ -215,6 +222,7 @@ def summarise(rows: Sequence[Row]) -> list[dict[str, Any]]:
         ok = [r for r in group if not r.error]
         judged = [r for r in ok if r.correctness is not None]
         speeds = [r.tokens_per_s for r in ok if r.tokens_per_s]
+        claims = sum(r.claims for r in ok)
         summary.append(
             {
                 "model": model,
@@ -222,6 +230,9 @@ def summarise(rows: Sequence[Row]) -> list[dict[str, Any]]:
                 "n": len(group),
                 "errors": len(group) - len(ok),
                 "citation_hit": _mean([float(r.citation_hit) for r in ok]),
+                # Over all cited claims of the group: supported / claims, unsupported / claims.
+                "citation_precision": _share(sum(r.supported for r in ok), claims),
+                "unsupported_rate": _share(sum(r.unsupported for r in ok), claims),
                 "correctness": _mean([float(r.correctness or 0) for r in judged]),
                 "faithfulness": _mean([float(r.faithfulness or 0) for r in judged]),
                 "ttft_ms_p50": _median([r.ttft_ms for r in ok]),
@@ -231,6 +242,10 @@ def summarise(rows: Sequence[Row]) -> list[dict[str, Any]]:
             }
         )
     return summary
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 3) if whole else None
 
 
 def _mean(values: Sequence[float]) -> float | None:

@@ -31,6 +31,7 @@ from ossrag.rewrite import REWRITE_OFF
 from ossrag.store import SCHEMA_VERSION
 
 RECALL_AT = (1, 3, 5, 10)
+MISS_AT = 5  # a question whose evidence is not in this many passages is a miss
 REWRITTEN = "queries rewritten by the LLM"  # a report's notice when every rewrite went through
 _SPACE = re.compile(r"\s+")
 
@@ -109,6 +110,7 @@ class Outcome:
     rank: int | None
     seconds: float
     top: list[Passage]
+    expect: dict[str, Any] | None = None  # for a miss: where its source ranked (Index.expect)
 
 
 @dataclass
@@ -139,7 +141,7 @@ class EvalReport:
             },
         }
 
-    def misses(self, k: int = 5) -> list[dict[str, Any]]:
+    def misses(self, k: int = MISS_AT) -> list[dict[str, Any]]:
         """Questions whose evidence was not in the top k, with what came back instead."""
         return [
             {
@@ -148,6 +150,7 @@ class EvalReport:
                 "expected": o.item.source,
                 "rank": o.rank,
                 "got": [f"{p.source} › {p.heading}" for p in o.top[:3]],
+                **({"expect": o.expect} if o.expect else {}),
             }
             for o in self.outcomes
             if o.rank is None or o.rank > k
@@ -232,8 +235,12 @@ def retrieval_reports(
     progress: ProgressCallback | None = None,
     rewrite: bool = False,
     where: Filter | None = None,
+    explain_misses: bool = False,
 ) -> list[EvalReport]:
     """ossrag's retriever (and optionally the tutorial's recipe) over one question set.
+
+    With `explain_misses`, each ossrag question missed in the top 5 gets where its source
+    ranked in each route (Index.expect).
 
     With `corpus`, each recipe gets its own throwaway store, synced incrementally so a second
     run reuses it; without, ossrag's configured store is used as it is. `where` restricts
@@ -282,6 +289,10 @@ def retrieval_reports(
                         f"searched as written); the first: {failures[0]}"
                     )
                 report.notice = notice
+                if explain_misses:
+                    for o in report.outcomes:
+                        if (o.rank is None or o.rank > MISS_AT) and o.item.source:
+                            o.expect = index.expect(o.item.question, o.item.source, k)
             reports.append(report)
         finally:
             index.close()

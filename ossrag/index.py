@@ -11,6 +11,7 @@ from typing import Any
 
 from ossrag.agent import MAX_OPEN_CHUNKS, Agent, AgentEvent
 from ossrag.budget import Budget
+from ossrag.claims import Claim, Verifier, e5_encode
 from ossrag.config import Mode, Settings, load_settings
 from ossrag.embeddings import DEFAULT_ENCODER, Embedder, Encoder, QueryBatcher, load_embedder
 from ossrag.filters import Filter
@@ -84,6 +85,27 @@ class Index:
         )
 
     @cached_property
+    def verifier(self) -> Verifier:
+        """Checks answers' claims; MiniLM similarity only when MiniLM (fp32 or its int8 copy) is
+        the index's embedder (the thresholds were measured with it), else words and facts alone
+        for English."""
+        minilm = self.embedder.name.startswith("minilm")
+        return Verifier(self.embedder.embed_queries if minilm else None, e5_encode)
+
+    def verify(self, text: str, passages: Sequence[Passage]) -> list[Claim]:
+        """The cited claims of an answer, each checked against the passages it cites."""
+        return self.verifier.check(text, passages)
+
+    def _verified(self, events: Iterator[Any]) -> Iterator[Any]:
+        """The events, the final Answer with its claims checked (and the time it took)."""
+        for event in events:
+            if isinstance(event, Answer):
+                started = time.perf_counter()
+                event.claims = self.verify(event.text, event.passages)
+                event.timings["verify_ms"] = (time.perf_counter() - started) * 1000
+            yield event
+
+    @cached_property
     def budget(self) -> Budget:
         return Budget.from_settings(self.settings)
 
@@ -144,8 +166,10 @@ class Index:
         *,
         rewrite: bool = False,
         where: Filter | None = None,
+        explain: bool = False,
     ) -> SearchResult:
-        """Passages for a query; `rewrite` adds LLM-written English queries (see ossrag.rewrite).
+        """Passages for a query; `rewrite` adds LLM-written English queries (see ossrag.rewrite);
+        `explain` adds to each passage why it ranked there (Retriever.explain).
 
         A question in another language is searched with the LLM's queries alone, its English
         version first: the original, even with its word translation, only dilutes the fusion
@@ -153,17 +177,30 @@ class Index:
         original, 0.605 with it).
         """
         k, mode = k or self.settings.top_k, mode or self.settings.mode
+        queries: list[str] = []
         if not rewrite:
-            return self.retriever.search(query, k, mode, where)
-        try:
-            queries = expand_query(self.llm, query)
-        except LLMError as exc:
             result = self.retriever.search(query, k, mode, where)
-            return replace(result, notice=f"{REWRITE_OFF}: {exc}")
-        if len(queries) > 1 and self.retriever.reads_foreign(query):
-            result = self.retriever.search_many(queries[1:], k, mode, where)
-            return replace(result, translation=queries[1])
-        return self.retriever.search_many(queries, k, mode, where)
+        else:
+            try:
+                queries = expand_query(self.llm, query)
+            except LLMError as exc:
+                result = self.retriever.search(query, k, mode, where)
+                result = replace(result, notice=f"{REWRITE_OFF}: {exc}")
+            else:
+                if len(queries) > 1 and self.retriever.reads_foreign(query):
+                    result = self.retriever.search_many(queries[1:], k, mode, where)
+                    result = replace(result, translation=queries[1])
+                else:
+                    result = self.retriever.search_many(queries, k, mode, where)
+        return self.retriever.explain(query, result, k, rewrites=queries) if explain else result
+
+    def expect(
+        self, query: str, source: str, k: int | None = None, mode: Mode | None = None
+    ) -> dict[str, Any]:
+        """Where `source` ranked for `query` in each route, and what ranked above it."""
+        return self.retriever.expect(
+            query, source, k or self.settings.top_k, mode or self.settings.mode
+        )
 
     def ask_stream(
         self,
@@ -185,15 +222,17 @@ class Index:
         if standalone != question:
             yield Rewritten(standalone)
         result, retrieve_ms = self._timed_search(standalone, k, mode, where)
-        yield from stream_answer(
-            standalone,
-            result,
-            self.llm,
-            effort=effort or self.settings.effort,
-            history=history,
-            retrieve_ms=retrieve_ms,
-            budget=self.budget,
-            instructions=instructions,
+        yield from self._verified(
+            stream_answer(
+                standalone,
+                result,
+                self.llm,
+                effort=effort or self.settings.effort,
+                history=history,
+                retrieve_ms=retrieve_ms,
+                budget=self.budget,
+                instructions=instructions,
+            )
         )
 
     def agent_stream(
@@ -214,8 +253,10 @@ class Index:
             mode=mode or s.mode, max_calls=s.agent_max_calls, timeout=s.agent_timeout,
             where=where,
         )  # fmt: skip
-        yield from agent.stream(
-            question, effort=effort or s.effort, history=history, instructions=instructions
+        yield from self._verified(
+            agent.stream(
+                question, effort=effort or s.effort, history=history, instructions=instructions
+            )
         )
 
     def ask_structured(
@@ -234,11 +275,16 @@ class Index:
         follow-up is rewritten to stand alone first, as in `ask_stream`."""
         question = standalone_question(self.llm, question, history)
         result, retrieve_ms = self._timed_search(question, k, mode, where)
-        return answer_structured(
+        answer = answer_structured(
             question, result, self.llm, self.budget, schema=schema,
             effort=effort or self.settings.effort, history=history, retrieve_ms=retrieve_ms,
             instructions=instructions,
         )  # fmt: skip
+        if isinstance(text := answer.data.get("answer"), str):  # its claims cite like prose
+            started = time.perf_counter()
+            answer.claims = self.verify(text, answer.passages)
+            answer.timings["verify_ms"] = (time.perf_counter() - started) * 1000
+        return answer
 
     def _timed_search(
         self, question: str, k: int | None, mode: Mode | None, where: Filter | None = None

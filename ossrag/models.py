@@ -60,6 +60,7 @@ class Passage:
     end_line: int
     text: str
     meta: dict[str, Any] = field(default_factory=dict)
+    explain: dict[str, Any] | None = None  # why it ranked here (Retriever.explain), when asked
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +72,7 @@ class Passage:
             "end_line": self.end_line,
             "text": self.text,
             **({"meta": self.meta} if self.meta else {}),
+            **({"explain": self.explain} if self.explain is not None else {}),
         }
 
 

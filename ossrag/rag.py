@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
 from ossrag.budget import Budget
+from ossrag.claims import Claim
 from ossrag.llm import ContentDelta, EmptyAnswerError, Finished, LLMClient, ReasoningDelta
 from ossrag.models import Passage
 from ossrag.prompts import SYSTEM_PROMPT, build_messages, with_instructions
@@ -55,6 +56,7 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
     notice: str = ""
     steps: list[str] = field(default_factory=list)  # the agent's tool calls, as shown to the user
+    claims: list[Claim] = field(default_factory=list)  # cited claims, checked (Index.verify)
 
     @property
     def cited(self) -> list[int]:
@@ -84,6 +86,7 @@ class Answer:
             "timings": {key: round(value, 2) for key, value in self.timings.items()},
             **({"notice": self.notice} if self.notice else {}),
             **({"steps": self.steps} if self.steps else {}),
+            "claims": [claim.to_dict() for claim in self.claims],
         }
 
 

@@ -21,6 +21,7 @@ from ossrag.search_index import (
     Reciprocal,
     Relative,
     Weighted,
+    bm25_terms,
 )
 from ossrag.store import Hit, Store
 
@@ -38,6 +39,7 @@ RERANK_DEPTH = 20  # first-stage passages a reranker rescores
 # Chunks ranked per passage returned: a chunk that touches a better one of its section joins it,
 # and the rest of the list must still fill k passages.
 MERGE_POOL = 3
+EXPECT_BEATEN = 5  # sources listed as ranked above an expected one
 
 
 @dataclass(frozen=True)
@@ -102,12 +104,7 @@ class Retriever:
         if mode != "dense" and not info.bm25:
             notice = "this Milvus has no BM25 full-text search (needs ≥ 2.5): using dense search"
             mode = "dense"
-        lexicon = self.store.lexicon() if self.translate else None
-        translation = (lexicon.translate(query) if lexicon else None) or ""
-        # Both routes read the question and its translation: the translation brings the corpus's
-        # words, the question keeps the terms it already wrote in English (held-out Italian
-        # questions: R@5 0.57 with the translation alone for dense search, 0.71 with both).
-        text = f"{query}\n{translation}" if translation else query
+        text, translation = self._query_text(query)
         first = max(k, self.rerank_depth) if self.reranker else k  # passages from the first stage
         if mode == "bm25":
             hits = self.store.search_bm25(text, first, scope)
@@ -128,6 +125,97 @@ class Retriever:
         if self.reranker and passages:
             passages = _rerank(self.reranker, text, passages)
         return SearchResult(passages, mode, notice, translation)
+
+    def _query_text(self, query: str) -> tuple[str, str]:
+        """(what both routes read, the translation in it or "")."""
+        lexicon = self.store.lexicon() if self.translate else None
+        translation = (lexicon.translate(query) if lexicon else None) or ""
+        # Both routes read the question and its translation: the translation brings the corpus's
+        # words, the question keeps the terms it already wrote in English (held-out Italian
+        # questions: R@5 0.57 with the translation alone for dense search, 0.71 with both).
+        return (f"{query}\n{translation}" if translation else query), translation
+
+    # -- explaining a ranking (only when asked: the normal path computes none of this) --------
+
+    def routes(self, query: str, depth: int) -> tuple[str, list[Passage], list[Passage]]:
+        """(the terms BM25 read, the dense route's chunks, the BM25 route's chunks), each its
+        own ranking to `depth` with its own scores (cosine; BM25)."""
+        text, _ = self._query_text(query)
+        info = self.store.info()
+        if info is None:
+            return "", [], []
+        dense = self.store.search_dense(self.embedder.embed_query(text), depth)
+        bm25 = self.store.search_bm25(text, depth) if info.bm25 else []
+        return (
+            bm25_terms(text),
+            [_passage(rank, hit) for rank, hit in enumerate(dense, 1)],
+            [_passage(rank, hit) for rank, hit in enumerate(bm25, 1)],
+        )
+
+    def explain(
+        self, query: str, result: SearchResult, k: int, *, rewrites: Sequence[str] = ()
+    ) -> SearchResult:
+        """`result` with each passage's `explain`: its best chunk's rank and score in each
+        route (null beyond the candidate depth), the BM25 terms it matched, its fused score,
+        the chunks merged into it, and the translation and rewrites searched with.
+
+        With rewrites, the routes are those of the first query searched."""
+        searched = rewrites[1:] if result.translation and rewrites else rewrites or [query]
+        first = searched[0]
+        terms, dense, bm25 = self.routes(first, self.depth)
+        fused = self.chunks(first, k * MERGE_POOL, result.mode).passages
+        dense_at = {p.chunk_id: p for p in dense}
+        bm25_at = {p.chunk_id: p for p in bm25}
+        wanted = set(terms.split())
+        translation = result.translation or self._query_text(first)[1]
+        passages = []
+        for passage in result.passages:
+            d, b = dense_at.get(passage.chunk_id), bm25_at.get(passage.chunk_id)
+            matched = wanted & set(bm25_terms(f"{passage.heading}\n{passage.text}").split())
+            merged = [
+                {"start_line": c.start_line, "end_line": c.end_line, "fused_rank": c.rank}
+                for c in fused
+                if (c.source, c.heading, c.meta) == (passage.source, passage.heading, passage.meta)
+                and passage.start_line <= c.start_line <= c.end_line <= passage.end_line
+            ]
+            explain = {
+                "dense": {"score": round(d.score, 6), "rank": d.rank} if d else None,
+                "bm25": {
+                    "score": round(b.score, 6) if b else None,
+                    "rank": b.rank if b else None,
+                    "terms": sorted(matched),
+                },
+                "fused": round(passage.score, 6),
+                "merged_from": merged,
+                "translated": translation or None,
+                "rewrites": list(rewrites),
+            }
+            passages.append(replace(passage, explain=explain))
+        return replace(result, passages=passages)
+
+    def expect(self, query: str, source: str, k: int, mode: Mode = "hybrid") -> dict[str, Any]:
+        """Where `source`'s best chunk ranked in each route, and the sources ranked above it."""
+        _, dense, bm25 = self.routes(query, self.depth)
+        fused = self.chunks(query, self.depth, mode).passages
+        passages = merge_neighbours(fused, k)
+        indexed = any(record.source == source for record in self.store.files().values())
+        report: dict[str, Any] = {"source": source, "indexed": indexed}
+        for name, ranking in (("dense", dense), ("bm25", bm25), ("fused", fused),
+                              ("passages", passages)):  # fmt: skip
+            hit = next((p for p in ranking if p.source == source), None)
+            above = ranking[: hit.rank - 1] if hit else ranking[:EXPECT_BEATEN]
+            beaten: list[dict[str, Any]] = []
+            for p in above:
+                if p.source != source and all(b["source"] != p.source for b in beaten):
+                    beaten.append({"source": p.source, "heading": p.heading,
+                                   "rank": p.rank, "score": round(p.score, 6)})  # fmt: skip
+            report[name] = {
+                "rank": hit.rank if hit else None,
+                "score": round(hit.score, 6) if hit else None,
+                "of": len(ranking),
+                "beaten_by": beaten[:EXPECT_BEATEN],
+            }
+        return report
 
     def reads_foreign(self, question: str) -> bool:
         """Whether `question` is in another language than English (see ossrag.crosslingual)."""
@@ -165,6 +253,46 @@ class Retriever:
     def holds_nothing(self, source: str, start_line: int, end_line: int) -> bool:
         """Whether no stored chunk of `source` covers any of the lines (they are blank)."""
         return not self.store.chunks_in_range(source, start_line, end_line, 1)
+
+
+def explain_line(explain: dict[str, Any]) -> str:
+    """One line of a passage's explain: "dense #3 0.612 · bm25 #1 12.4 (index, partit) · …"."""
+
+    def route(name: str, part: dict[str, Any] | None) -> str:
+        if not part or part.get("rank") is None:
+            return f"{name} not in the top {CANDIDATE_DEPTH}"
+        return f"{name} #{part['rank']} {part['score']:.3f}"
+
+    bm25 = explain["bm25"]
+    terms = f" ({', '.join(bm25['terms'])})" if bm25["terms"] else ""
+    lexical = route("bm25", bm25) + terms if bm25["terms"] else "bm25 no term matched"
+    parts = [route("dense", explain["dense"]), lexical,
+             f"fused {explain['fused']:.3f}"]  # fmt: skip
+    if len(explain["merged_from"]) > 1:
+        parts.append(f"{len(explain['merged_from'])} chunks merged")
+    if explain["translated"]:
+        parts.append(f"translated: {explain['translated']}")
+    if explain["rewrites"]:
+        parts.append(f"rewrites: {' | '.join(explain['rewrites'])}")
+    return "   " + " · ".join(parts)
+
+
+def expect_lines(report: dict[str, Any]) -> list[str]:
+    """Retriever.expect as text: a line per route, then what ranked above."""
+    if not report["indexed"]:
+        return [f"expected {report['source']}: no such file in the index (sources are paths "
+                "relative to the ingested folder, as `ossrag search` shows them)"]  # fmt: skip
+    lines = [f"expected {report['source']}:"]
+    for name in ("dense", "bm25", "fused", "passages"):
+        part = report[name]
+        where = (
+            f"#{part['rank']} of {part['of']} ({part['score']:.3f})"
+            if part["rank"]
+            else f"not in the top {part['of']}"
+        )
+        above = ", ".join(f"{b['source']} #{b['rank']} {b['score']:.3f}" for b in part["beaten_by"])
+        lines.append(f"  {name:8} {where}" + (f"; above it: {above}" if above else ""))
+    return lines
 
 
 def score_fusion(

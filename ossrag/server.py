@@ -226,6 +226,7 @@ class SearchRequest(BaseModel):
     mode: Mode | None = None
     filter: dict[str, Any] | None = Field(None, description=FILTER_DOC)
     collection: str | None = Field(None, description="ossrag: collection (default: the first)")
+    explain: bool = Field(False, description="add each passage's ranks and scores per route")
 
     @field_validator("query")
     @classmethod
@@ -591,7 +592,7 @@ class _Turn:
         yield ContentDelta(text)
         yield Answer(
             question, text, answer.reasoning, answer.passages, "stop", answer.usage,
-            answer.timings, answer.notice,
+            answer.timings, answer.notice, claims=answer.claims,
         )  # fmt: skip
 
     def cited(self, answer: Answer) -> list[int]:
@@ -731,6 +732,7 @@ class _Chat:
             ],
             "usage": _usage(answer),
             "sources": self.turn.sources(answer),
+            "claims": [claim.to_dict() for claim in answer.claims],
             **({"notice": answer.notice} if answer.notice else {}),
         }
 
@@ -757,7 +759,10 @@ class _Chat:
                     # The agent finds its passages as it goes: they are listed at the end.
                     late = {} if sources_sent else {"sources": _sources(event.passages)}
                     cited = self.turn.cited(event)
-                    yield self.chunk({}, event.finish_reason or "stop", cited=cited, **late)
+                    claims = [claim.to_dict() for claim in event.claims]
+                    yield self.chunk(
+                        {}, event.finish_reason or "stop", cited=cited, **late, claims=claims
+                    )
                     if self.include_usage:
                         yield self.chunk(None, usage=_usage(event))
             yield b"data: [DONE]\n\n"
@@ -1114,7 +1119,10 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
             where = _filter(body.filter)
             index = collections.index(body.collection)
             result = await _in_thread(
-                lambda: index.search(body.query, body.top_k, body.mode, where=where), timeout
+                lambda: index.search(
+                    body.query, body.top_k, body.mode, where=where, explain=body.explain
+                ),
+                timeout,
             )
         except Exception as exc:
             raise _api_error(exc) from None

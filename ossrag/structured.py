@@ -22,6 +22,7 @@ import jsonschema
 from jsonschema.exceptions import best_match
 
 from ossrag.budget import Budget
+from ossrag.claims import Claim
 from ossrag.llm import Completion, EmptyAnswerError, LLMClient, LLMError
 from ossrag.models import Passage
 from ossrag.prompts import SYSTEM_PROMPT, with_instructions
@@ -140,6 +141,7 @@ class StructuredAnswer:
     usage: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     notice: str = ""
+    claims: list[Claim] = field(default_factory=list)  # of its "answer" text (Index.verify)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -152,6 +154,7 @@ class StructuredAnswer:
             "usage": self.usage,
             "timings": {key: round(value, 2) for key, value in self.timings.items()},
             **({"notice": self.notice} if self.notice else {}),
+            "claims": [claim.to_dict() for claim in self.claims],
         }
 
 

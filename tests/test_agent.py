@@ -102,6 +102,9 @@ def test_search_then_answer_keeps_reasoning(index: Index, server: ScriptedLLMSer
     assert "snapshot etcd" in result.passages[0].text
     assert "I should search the docs." in result.reasoning
     assert result.steps == [steps[0].summary]
+    assert [(c.verdict, [(e.n, e.start_line) for e in c.evidence]) for c in result.claims] == [
+        ("supported", [(1, 12)])
+    ]  # the agent's answer is checked too (words alone: the index's embedder is not MiniLM)
     assert any(isinstance(e, ReasoningDelta) for e in events)
     first, second = server.bodies()
     assert first["tool_choice"] == "auto"

@@ -172,15 +172,20 @@ def test_context_window_and_answer_tokens_decide_how_many_passages_go(
     assert refused.exit_code == 1 and "--answer-tokens" in refused.stderr
 
 
-def test_status_prints_a_table(store: dict[str, str], llm: ScriptedLLMServer) -> None:
-    lines = [line.rstrip() for line in cli(["status"], store).splitlines()]
-    assert lines[:4] == [
-        f" store     {store['OSSRAG_DB']} (collection ossrag)",
-        " content   3 files, 5 chunks",
-        " embedder  minilm (384-d)",
-        f" llm       {MODEL} at {llm.base_url} — answering",
+def test_status_prints_a_table(
+    store: dict[str, str], llm: ScriptedLLMServer, tmp_path: Path
+) -> None:
+    env = {**store, "OSSRAG_DB": str(tmp_path / "own.db")}  # its own store: no other collection
+    cli(["ingest", str(write_docs(tmp_path / "docs")), "--json"], env)
+    lines = [line.rstrip() for line in cli(["status"], env).splitlines()]
+    assert lines[:5] == [
+        f" store        {env['OSSRAG_DB']} (collection ossrag)",
+        " content      3 files, 5 chunks",
+        " embedder     minilm (384-d)",
+        " collections  ossrag: 3 files, 5 chunks",
+        f" llm          {MODEL} at {llm.base_url} — answering",
     ]
-    assert len(lines) == 5 and lines[4].startswith("           ")
+    assert len(lines) == 6 and lines[5].startswith("              ")
 
 
 def test_eval_retrieval_prints_a_table(

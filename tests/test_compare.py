@@ -78,6 +78,12 @@ def test_compare_models_and_efforts(setup: tuple[Index, Path], llm: ScriptedLLMS
     assert by_model["gpt-oss-20b", "low"]["citation_hit"] == 1.0
     assert by_model["gpt-oss-120b", "high"]["citation_hit"] == 0.0
     assert by_model["gpt-oss-20b", "high"]["correctness"] == 4.0
+    # "See [1][2][3]." is one cited claim its passages do not make; "I cannot tell." cites none.
+    assert all((r.claims, r.supported, r.unsupported) == (1, 0, 1) for r in small)
+    assert all(r.claims == 0 for r in big)
+    assert [by_model["gpt-oss-20b", "low"][k] for k in ("citation_precision", "unsupported_rate")
+            ] == [0.0, 1.0]  # fmt: skip
+    assert by_model["gpt-oss-120b", "low"]["unsupported_rate"] is None
 
     # Resumable: a finished run asks nothing again; a cut-short cache redoes only what is missing.
     sent = len(llm.bodies())

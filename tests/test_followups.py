@@ -143,6 +143,9 @@ def test_ossrag_agent_streams_its_tool_steps_as_reasoning_then_the_answer(
     extra = final.model_extra or {}
     assert [s["source"] for s in extra["sources"]][:1] == ["guide/storage.md"]
     assert extra["cited"] == [1]
+    claims = [(c["text"], c["verdict"], [e["start_line"] for e in c["evidence"]])
+              for c in extra["claims"]]  # fmt: skip
+    assert claims == [("Copy the bucket, then snapshot etcd.", "supported", [12])]
     tools = llm.bodies()[-2]["tools"]
     assert [t["function"]["name"] for t in tools] == ["search_docs", "open_source"]
 
