@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from hypothesis import settings as hypothesis_settings
 from llm_server import Reply, ScriptedLLMServer
 
 from ossrag.config import Settings, load_settings
-from ossrag.embeddings import Embedder, MiniLMEmbedder
+from ossrag.embeddings import Embedder, MiniLMEmbedder, Vectors
 from ossrag.index import Index
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,3 +128,38 @@ def write_docs(root: Path, docs: dict[str, str] = DOCS) -> Path:
 @pytest.fixture
 def docs(tmp_path: Path) -> Path:
     return write_docs(tmp_path / "docs")
+
+
+def wait_for_job(http: httpx.Client, job_id: str, seconds: float = 60) -> dict[str, Any]:
+    """Poll an ingest job of `ossrag serve` until it is no longer queued or running."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = http.get(f"/v1/ingest/{job_id}").json()
+        if job["status"] not in ("queued", "running"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"ingest job {job_id} did not finish")
+
+
+class EmbedderProxy:
+    """The real embedder behind a wrapper that tests subclass to count or fail its calls."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.name, self.max_tokens = inner.name, inner.max_tokens
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        return self.inner.embed(texts)
+
+    def embed_query(self, text: str) -> Vectors:
+        return self.inner.embed_query(text)
+
+    def embed_queries(self, texts: Sequence[str]) -> Vectors:
+        return self.inner.embed_queries(texts)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)

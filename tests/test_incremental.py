@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MILVUS_DOCS, needs_shared, write_docs
+from conftest import MILVUS_DOCS, EmbedderProxy, needs_shared, write_docs
 
 from ossrag import ingest as ingest_module
 from ossrag.config import load_settings
@@ -19,30 +19,16 @@ from ossrag.ingest import Progress
 from ossrag.models import doc_id_for
 
 
-class CountingEmbedder:
+class CountingEmbedder(EmbedderProxy):
     """The real embedder, counting the passages it is asked to embed."""
 
     def __init__(self, inner: Embedder) -> None:
-        self.inner = inner
-        self.name, self.max_tokens = inner.name, inner.max_tokens
+        super().__init__(inner)
         self.embedded: list[str] = []
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         self.embedded += texts
         return self.inner.embed(texts)
-
-    def embed_query(self, text: str) -> Vectors:
-        return self.inner.embed_query(text)
-
-    def embed_queries(self, texts: Sequence[str]) -> Vectors:
-        return self.inner.embed_queries(texts)
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
 
 
 def paragraphs(n: int, changed: int | None = None) -> str:

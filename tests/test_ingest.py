@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import MILVUS_DOCS, needs_shared
+from conftest import MILVUS_DOCS, EmbedderProxy, needs_shared
 
 from ossrag.embeddings import Embedder, Vectors
 from ossrag.index import Index
@@ -82,31 +82,18 @@ def test_subdirectory_reingest_is_not_a_duplicate(index: Index, docs: Path) -> N
     assert index.store.count() == count
 
 
-class FailingEmbedder:
+class FailingEmbedder(EmbedderProxy):
     """The real embedder, made to die after some batches: an interrupted ingest."""
 
     def __init__(self, inner: Embedder, fail_after: int) -> None:
-        self.inner, self.calls, self.fail_after = inner, 0, fail_after
-        self.name, self.max_tokens = inner.name, inner.max_tokens
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
+        super().__init__(inner)
+        self.calls, self.fail_after = 0, fail_after
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         self.calls += 1
         if self.calls > self.fail_after:
             raise KeyboardInterrupt("simulated crash")
         return self.inner.embed(texts)
-
-    def embed_query(self, text: str) -> Vectors:
-        return self.inner.embed_query(text)
-
-    def embed_queries(self, texts: Sequence[str]) -> Vectors:
-        return self.inner.embed_queries(texts)
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
 
 
 def test_interrupted_ingest_rerun_has_no_duplicates(

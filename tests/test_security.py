@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import write_docs
+from conftest import wait_for_job, write_docs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from llm_server import Reply, ScriptedLLMServer
@@ -81,16 +81,6 @@ def live(served: tuple[LiveServer, Index, Settings]) -> LiveServer:
 def http(live: LiveServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=live.url, timeout=30) as client:
         yield client
-
-
-def wait_for_job(http: httpx.Client, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        job = http.get(f"/v1/ingest/{job_id}").json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"ingest job {job_id} did not finish")
 
 
 def sources(http: httpx.Client, query: str) -> list[str]:

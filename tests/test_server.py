@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
-from conftest import write_docs
+from conftest import wait_for_job, write_docs
 from fastapi import FastAPI
 from llm_server import Reply, ScriptedLLMServer
 from pydantic import BaseModel
@@ -136,16 +136,6 @@ def client(live: LiveServer) -> openai.OpenAI:
 
 def ask(question: str = STORAGE_Q) -> list[dict[str, str]]:
     return [{"role": "user", "content": question}]
-
-
-def wait_for_job(http: httpx.Client, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        job = http.get(f"/v1/ingest/{job_id}").json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"ingest job {job_id} did not finish")
 
 
 # --------------------------------------------------------------------------- health and auth

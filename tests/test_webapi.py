@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from conftest import write_docs
+from conftest import wait_for_job, write_docs
 from test_server import LiveServer
 
 from ossrag.config import load_settings
@@ -54,16 +52,6 @@ def served(
     index.close()
 
 
-def wait_done(http: httpx.Client, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        job = http.get(f"/v1/ingest/{job_id}").json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"ingest job {job_id} did not finish")
-
-
 def test_store_then_upload(served: tuple[httpx.Client, Path]) -> None:
     http, allowed = served
     anonymous = httpx.Client(base_url=str(http.base_url), timeout=30)
@@ -86,7 +74,7 @@ def test_store_then_upload(served: tuple[httpx.Client, Path]) -> None:
     assert started.status_code == 202, started.text
     saved = allowed / "uploads" / "quota notes_.md"
     assert started.json()["saved"] == str(saved) and saved.read_bytes() == body
-    job = wait_done(http, started.json()["id"])
+    job = wait_for_job(http, started.json()["id"])
     assert (job["status"], job["report"]["files_added"]) == ("done", 1)
     store = http.get("/v1/store").json()
     assert store["files"] == 4 and store["last_sync"] == job["finished"]
