@@ -505,6 +505,8 @@ def summary(claims: Sequence[Claim]) -> str:
     bad = sum(c.verdict == "unsupported" for c in claims)
     if not bad:
         return ""
+    if bad == len(claims) == 1:
+        return "the answer's one claim is not supported by its source"
     if bad == 1:
         return f"1 of {len(claims)} claims is not supported by its source"
     return f"{bad} of {len(claims)} claims are not supported by their sources"

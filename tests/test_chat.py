@@ -57,7 +57,7 @@ def test_chat_over_stdin(tmp_path: Path, llm: ScriptedLLMServer, docs: Path) -> 
     err = result.stderr
     assert "[1] guide/storage.md" in err  # /sources
     # "Answer 0" is not what passage 1 says: each turn's claims are checked.
-    assert err.count("1 of 1 claims is not supported by its source") == 3
+    assert err.count("the answer's one claim is not supported by its source") == 3
     assert "  unsupported: Answer 0. [1?]" in err.splitlines()
     assert "reasoning effort: high" in err and "reasoning display: on" in err
     assert f"searching for: {STANDALONE}" in err
