@@ -26,7 +26,7 @@ from ossrag.chat import ChatSession, input_lines
 from ossrag.chat import run as run_chat
 from ossrag.claims import report_lines
 from ossrag.compare import Row as AnswerRow
-from ossrag.compare import answers_cache_path
+from ossrag.compare import answers_cache_path, effort_notes
 from ossrag.compare import compare as compare_answers
 from ossrag.compare import summarise as summarise_answers
 from ossrag.config import ConfigError, Effort, Mode, Settings, load_settings
@@ -682,9 +682,12 @@ def eval_answers(
         )  # fmt: skip
         page = answers_html(rows, summary, f"ossrag answers: {question_set.name}", info)
         html_path.write_text(page, "utf-8")
+    notes = effort_notes(summary)
     if json_output:
-        _print_json({"summary": summary, "rows": [asdict(r) for r in rows]})
+        _print_json({"summary": summary, "notes": notes, "rows": [asdict(r) for r in rows]})
         return
+    for note in notes:
+        err.print(f"[yellow]note:[/] {shown(note)}")
     # Fits 80 columns: two-line headers, no vertical rules, long model names wrap (--json: whole).
     table = Table(
         title=f"answers on {question_set.name} (n={len(items)})",

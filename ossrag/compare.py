@@ -244,6 +244,25 @@ def summarise(rows: Sequence[Row]) -> list[dict[str, Any]]:
     return summary
 
 
+EFFORT_GROWTH = 1.1  # reasoning at high effort must be this much longer than at low
+
+
+def effort_notes(summary: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per model whose reasoning did not grow from low to high effort: its server
+    most likely ignores the effort the way ossrag sends it."""
+    chars = {(s["model"], s["effort"]): s["reasoning_chars"] for s in summary}
+    notes = []
+    for model in dict.fromkeys(s["model"] for s in summary):
+        low, high = chars.get((model, "low")), chars.get((model, "high"))
+        if low and high is not None and high <= low * EFFORT_GROWTH:
+            notes.append(
+                f"{model}: {high:.0f} characters of reasoning at high effort against {low:.0f} "
+                "at low: the server seems to ignore the effort; set OSSRAG_EFFORT_STYLE (system "
+                "sends harmony's Reasoning line, which every gpt-oss server reads)"
+            )
+    return notes
+
+
 def _share(part: int, whole: int) -> float | None:
     return round(part / whole, 3) if whole else None
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from ossrag import cli
 from ossrag.cli import app
-from ossrag.compare import compare, load_cache, summarise
+from ossrag.compare import compare, effort_notes, load_cache, summarise
 from ossrag.config import load_settings
 from ossrag.evaluation import load_items
 from ossrag.index import Index
@@ -136,3 +136,23 @@ def test_cli_eval_answers(
     assert max(len(line) for line in table.stdout.splitlines()) <= 80
     assert re.search(r"gpt-oss-20b\s+medium\s+1\.000\s+4\.00\s+5\.00", table.stdout)
     assert re.search(r"gpt-oss-120b\s+medium\s+0\.000\s+—\s+—", table.stdout)
+
+
+def test_a_server_that_ignores_the_effort_is_named() -> None:
+    def row(model: str, effort: str, chars: float | None) -> dict[str, Any]:
+        return {"model": model, "effort": effort, "reasoning_chars": chars}
+
+    summary = [
+        row("lmstudio-20b", "low", 400.0),
+        row("lmstudio-20b", "high", 420.0),  # within 10 %: ignored
+        row("vllm-20b", "low", 400.0),
+        row("vllm-20b", "high", 1900.0),
+        row("only-medium", "medium", 500.0),
+        row("no-reasoning", "low", None),
+        row("no-reasoning", "high", 0.0),
+    ]
+    assert effort_notes(summary) == [
+        "lmstudio-20b: 420 characters of reasoning at high effort against 400 at low: the server "
+        "seems to ignore the effort; set OSSRAG_EFFORT_STYLE (system sends harmony's Reasoning "
+        "line, which every gpt-oss server reads)"
+    ]
