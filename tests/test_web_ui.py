@@ -63,12 +63,20 @@ HOSTILE = (
 )
 
 
+FABRICATED = (
+    "The engine keeps inserted vectors in object storage such as MinIO or S3 [1]. "
+    "The engine keeps inserted vectors on 42 floppy disks [1]."
+)
+
+
 def respond(body: dict[str, Any]) -> Reply:
     """HOSTILE for a question with "hostile" in it (and for the follow-up rewrite of one, whose
     reply then carries the word on into the answer's prompt), else ANSWER."""
     last = body["messages"][-1]["content"]
     if "hostile" in last:
         return Reply(content=HOSTILE)
+    if "fabricated" in last:
+        return Reply(content=FABRICATED)
     return Reply(content=ANSWER, reasoning=REASONING, chunk_size=6, delay_s=0.02)
 
 
@@ -213,7 +221,7 @@ def test_conversation_markdown_citations(open_page: Any) -> None:
     assert answer.locator("p").first.inner_text().startswith(ANSWER_TEXT_START)
     assert answer.locator("strong").inner_text() == "object storage"
     assert answer.locator("ol > li").all_inner_texts() == [
-        "Copy the bucket with the backup tool 1.",
+        "Copy the bucket with the backup tool 1?.",  # [1] is where data is kept, not backups
         "Snapshot etcd.",
     ]
     code = answer.locator("pre code")
@@ -224,7 +232,9 @@ def test_conversation_markdown_citations(open_page: Any) -> None:
         '"milvus_demo.db"',
         '"docs"',
     ]
-    assert answer.locator(".cite").all_inner_texts() == ["1", "1", "2"]
+    # The engine's verdicts: [1] (where data is kept) supports the first claim only.
+    assert answer.locator(".cite").all_inner_texts() == ["1", "1?", "2?"]
+    assert page.text_content(".claims-note") == "2 of 3 claims are not supported by their sources."
 
     # Copy buttons: the code block's and the whole answer's.
     answer.locator(".copy-code").click()
@@ -293,7 +303,7 @@ def test_conversation_markdown_citations(open_page: Any) -> None:
     assert last.locator("script, img, [onerror]").count() == 0
     assert last.locator("a").get_attribute("href") is None
     assert last.locator("code").inner_text() == "[1]"
-    assert last.locator(".cite").all_inner_texts() == ["1"]
+    assert last.locator(".cite").all_inner_texts() == ["1?"]  # supported by no passage
 
     # New chat empties the thread and the conversation sent.
     page.click("#new-chat")
@@ -301,6 +311,28 @@ def test_conversation_markdown_citations(open_page: Any) -> None:
     ask(page, "Where does the engine keep inserted vectors?")
     assert [m["role"] for m in sent[-1]["messages"]] == ["user"]
     assert errors == []  # nothing blocked by the CSP, no script error
+
+
+def test_unsupported_claims_are_marked_and_evidence_opens_its_lines(open_page: Any) -> None:
+    page, errors = open_page()
+    page.fill("#question", "fabricated: where does the engine keep inserted vectors?")
+    page.click("#ask")
+    page.wait_for_selector(".answer[data-state=done]", timeout=20_000)
+    answer = page.locator(".answer").first
+    assert answer.locator(".cite").all_inner_texts() == ["1", "1?"]
+    assert answer.locator(".cite.unsupported").get_attribute("title") == (
+        "not supported by this source"
+    )
+    assert page.text_content(".claims-note") == "1 of 2 claims is not supported by its source."
+    answer.locator(".cite").first.click()  # the supported claim: its evidence is highlighted
+    assert page.locator("#passage-numbered li.hit").evaluate_all(
+        "els => els.map(e => e.value)"
+    ) == [8]
+    assert page.text_content("#passage-match") == (
+        "· 1 highlighted: the sentence that supports the claim"
+    )
+    page.keyboard.press("Escape")
+    assert errors == []
 
 
 def test_store_panel_upload_and_jobs(open_page: Any, served: tuple[LiveServer, Path]) -> None:

@@ -93,7 +93,7 @@ function chip(n, source, sentence) {
   button.dataset.n = String(n);
   button.textContent = String(n);
   button.setAttribute("aria-label", `Source ${n}: ${where(source)}`);
-  button.addEventListener("click", () => openPassage(n, source, sentence));
+  button.addEventListener("click", () => openPassage(n, source, sentence, button.dataset.evidence));
   button.addEventListener("mouseenter", () => showPreview(button, n, source));
   button.addEventListener("focus", () => showPreview(button, n, source));
   button.addEventListener("mouseleave", hidePreview);
@@ -163,7 +163,13 @@ function supportingLines(lines, sentence) {
     .map(([i]) => i);
 }
 
-function openPassage(n, source, sentence = "") {
+/** 0-based indexes of the passage lines inside a verified claim's evidence ("start-end"). */
+function evidenceLines(lines, source, evidence) {
+  const [first, last] = evidence.split("-").map(Number);
+  return lines.map((_, i) => i).filter((i) => source.start_line + i >= first && source.start_line + i <= last);
+}
+
+function openPassage(n, source, sentence = "", evidence = "") {
   hidePreview();
   $("#passage-n").textContent = `[${n}]`;
   $("#passage-source").textContent = source.source;
@@ -171,7 +177,7 @@ function openPassage(n, source, sentence = "") {
   $("#passage-lines").textContent = `lines ${source.start_line}–${source.end_line}`;
   renderMarkdown($("#passage-text"), source.text);
   const lines = source.text.split("\n");
-  const marked_ = new Set(supportingLines(lines, sentence));
+  const marked_ = new Set(evidence ? evidenceLines(lines, source, evidence) : supportingLines(lines, sentence));
   $("#passage-numbered").replaceChildren(
     ...lines.map((line, i) => {
       const item = document.createElement("li");
@@ -181,9 +187,11 @@ function openPassage(n, source, sentence = "") {
       return item;
     }),
   );
-  $("#passage-match").textContent = marked_.size
-    ? `· ${marked_.size} highlighted: they share words with the cited sentence`
-    : "";
+  $("#passage-match").textContent = !marked_.size
+    ? ""
+    : evidence
+      ? `· ${marked_.size} highlighted: the sentence that supports the claim`
+      : `· ${marked_.size} highlighted: they share words with the cited sentence`;
   $("#passage-lines-box").open = marked_.size > 0;
   $("#passage").showModal();
 }
@@ -192,6 +200,44 @@ $("#passage-close").addEventListener("click", () => $("#passage").close());
 $("#passage").addEventListener("click", (event) => {
   if (event.target === $("#passage")) $("#passage").close(); // a click on the backdrop
 });
+
+/**
+ * The engine's verdict on each cited claim, shown on the answer's chips: an unsupported
+ * citation reads "n?", a supported one opens its passage at the sentence that supports it.
+ * Claims and chips both follow the answer's order, so each chip takes the next claim citing it.
+ */
+function markClaims(answerEl, claims) {
+  const pairs = claims.flatMap((claim) => claim.citations.map((n) => ({ claim, n })));
+  let next = 0;
+  for (const button of answerEl.querySelectorAll(".cite")) {
+    const n = Number(button.dataset.n);
+    const at = pairs.findIndex((pair, i) => i >= next && pair.n === n);
+    if (at < 0) continue;
+    next = at + 1;
+    const { claim } = pairs[at];
+    const evidence = (claim.evidence || []).find((e) => e.n === n);
+    if (claim.verdict === "unsupported") {
+      button.classList.add("unsupported");
+      button.textContent = `${n}?`;
+      button.setAttribute("aria-label", `${button.getAttribute("aria-label")}: does not support this claim`);
+      button.title = "not supported by this source";
+    } else if (evidence) {
+      button.dataset.evidence = `${evidence.start_line}-${evidence.end_line}`;
+    }
+  }
+  const bad = claims.filter((claim) => claim.verdict === "unsupported").length;
+  if (!bad) return;
+  const note = document.createElement("p");
+  note.className = "claims-note";
+  note.setAttribute("role", "note");
+  note.textContent =
+    bad === 1 && claims.length === 1
+      ? "The answer's one claim is not supported by its source."
+      : bad === 1
+        ? `1 of ${claims.length} claims is not supported by its source.`
+        : `${bad} of ${claims.length} claims are not supported by their sources.`;
+  answerEl.after(note);
+}
 
 function renderSources(list, sources, cited) {
   list.replaceChildren(
@@ -246,6 +292,7 @@ async function ask(question) {
 
   const sent = [...messages, { role: "user", content: question }];
   let sources = [];
+  let claims = [];
   let text = "";
   let frame = 0;
   const paint = () => {
@@ -271,6 +318,7 @@ async function ask(question) {
       }
       if (chunk.notice) $(".meta", turn).textContent += ` · ${chunk.notice}`;
       if (chunk.cited) renderSources(sourcesEl, sources, chunk.cited);
+      if (chunk.claims) claims = chunk.claims;
       const delta = (chunk.choices && chunk.choices[0] && chunk.choices[0].delta) || {};
       if (delta.reasoning) {
         reasoningBox.hidden = false;
@@ -283,6 +331,7 @@ async function ask(question) {
     }
     cancelAnimationFrame(frame);
     paint();
+    markClaims(answerEl, claims);
     messages = [...sent, { role: "assistant", content: text }];
     answerEl.dataset.state = "done";
     copyButton.hidden = false;
