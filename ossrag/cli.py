@@ -706,6 +706,15 @@ def eval_answers(
     for s in summary:
         table.add_row(*(shown(fmt(s[key], kind)) for key, (_, kind) in columns.items()))
     out.print(table)
+    # The claim checks (ossrag.claims), as shares of the cited claims, on a line each: the table
+    # has no room left at 80 columns.
+    for s in summary:
+        if s["citation_precision"] is not None:
+            out.print(
+                f"claims {shown(s['model'])} {s['effort']}: "
+                f"{fmt(s['citation_precision'], 'rate')} supported, "
+                f"{fmt(s['unsupported_rate'], 'rate')} unsupported"
+            )
     if html_path is not None:
         err.print(f"[dim]report: {html_path}[/]")
 

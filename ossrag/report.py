@@ -293,6 +293,15 @@ ANSWER_COLUMNS = [
     Column("total_ms_p50", "answer p50 (ms)", "ms", "time to the whole answer, retrieval excluded"),
     Column("tokens_per_s", "speed (tok/s)", "speed"),
     Column("reasoning_chars", "reasoning (chars)", "int"),
+    Column(
+        "citation_precision",
+        "supported claims (rate)",
+        "rate",
+        "cited claims their passages support (ossrag.claims)",
+    ),
+    Column(
+        "unsupported_rate", "unsupported claims (rate)", "rate", "cited claims no passage supports"
+    ),
     Column("errors", "errors", "int"),
 ]
 

@@ -136,6 +136,13 @@ def test_cli_eval_answers(
     assert max(len(line) for line in table.stdout.splitlines()) <= 80
     assert re.search(r"gpt-oss-20b\s+medium\s+1\.000\s+4\.00\s+5\.00", table.stdout)
     assert re.search(r"gpt-oss-120b\s+medium\s+0\.000\s+—\s+—", table.stdout)
+    claims = [line for line in table.stdout.splitlines() if line.startswith("claims ")]
+    # gpt-oss-120b's scripted answers cite nothing: no claims to check, no line.
+    assert [line.split(":")[0] for line in claims] == ["claims gpt-oss-20b medium"]
+    assert all(re.fullmatch(
+        r"claims \S+ medium: \d\.\d{3} supported, \d\.\d{3} unsupported",
+        line,
+    ) for line in claims)  # fmt: skip
 
 
 def test_a_server_that_ignores_the_effort_is_named() -> None:

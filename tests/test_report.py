@@ -163,9 +163,10 @@ def test_answers_report_structure() -> None:
         ["gpt-oss-120b", "high"],
         ["Qwen/Qwen3-30B-A3B-Instruct-2507", "low"],
     ]
-    # model, effort, questions, cited, correct, faithful, TTFT, total, tok/s, reasoning, errors
+    # model, effort, questions, cited, correct, faithful, TTFT, total, tok/s, reasoning,
+    # supported and unsupported claims (none checked in these rows), errors
     assert cells[0] == ["gpt-oss-20b", "low", "3", "0.667", "3.67", "5.00", "226", "901", "45.2",
-                        "120", "0"]  # fmt: skip
+                        "120", "—", "—", "0"]  # fmt: skip
     assert cells[4][3:6] == ["0.500", "—", "—"] and cells[4][-1] == "1"
     assert "Not plotted (no value): Qwen/Qwen3-30B-A3B-Instruct-2507 · low" in page
     number = re.compile(r"^(—|\d{1,3}(,\d{3})*(\.\d+)?)$")
