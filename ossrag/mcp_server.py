@@ -114,9 +114,27 @@ class Citation(BaseModel):
     cited: bool = Field(description="whether the answer cites [n]")
 
 
+class ClaimEvidence(BaseModel):
+    n: int
+    quote: str
+    start_line: int
+    end_line: int
+
+
+class ClaimCheck(BaseModel):
+    """One cited claim of the answer and whether its passages support it (ossrag.claims)."""
+
+    text: str
+    citations: list[int]
+    verdict: str  # supported | weak | unsupported
+    evidence: list[ClaimEvidence]
+    reason: str = ""
+
+
 class AskOutput(BaseModel):
     answer: str
     citations: list[Citation]
+    claims: list[ClaimCheck] = []
     notice: str = ""
 
 
@@ -220,7 +238,10 @@ def build_mcp_server(index: Index, *, ask: bool = True) -> MCPServer:
                          end_line=p.end_line, cited=n in cited)
                 for n, p in enumerate(answer.passages, 1)
             ]  # fmt: skip
-            return AskOutput(answer=answer.text, citations=citations, notice=answer.notice)
+            claims = [ClaimCheck.model_validate(claim.to_dict()) for claim in answer.claims]
+            return AskOutput(
+                answer=answer.text, citations=citations, claims=claims, notice=answer.notice
+            )
 
     @server.resource(
         FILES_URI,

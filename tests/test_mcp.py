@@ -117,7 +117,13 @@ def test_stdio_search_open_source_ask_and_files(
             assert first == {"n": 1, **{k: STORAGE[k] for k in ("source", "heading",
                              "start_line", "end_line")}, "cited": True}  # fmt: skip
             assert REASONING not in answered.content[0].text  # reasoning is left out
+            checks = answered.structured_content["claims"]
+            assert [(c["citations"], c["verdict"]) for c in checks] == [([1], "supported")]
             assert llm_server.bodies()[-1]["reasoning_effort"] == "low"
+            llm_server.enqueue(Reply(content="The engine keeps inserted vectors on 42 disks [1]."))
+            made_up = await client.call_tool("ask", {"question": STORAGE_Q})
+            checks = made_up.structured_content["claims"]
+            assert [(c["citations"], c["verdict"]) for c in checks] == [([1], "unsupported")]
             kept = await client.call_tool("ask", {"question": STORAGE_Q, "path": "notes.txt"})
             assert [c["source"] for c in kept.structured_content["citations"]] == ["notes.txt"]
 
