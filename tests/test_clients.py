@@ -33,7 +33,6 @@ from test_server import (  # noqa: F401
     workdir,
 )
 
-from ossrag.budget import count_tokens, prompt_tokens
 from ossrag.responses import ResponseMemory
 from ossrag.usage import complete_usage, counted_usage
 
@@ -52,16 +51,8 @@ BACKUP_FOOTNOTE = (
 
 def counted(body: dict[str, Any], reasoning: str = REASONING, text: str = ANSWER) -> dict[str, Any]:
     """The usage ossrag reports for an LLM that sent none: o200k counts of what went out and
-    came back."""
-    prompt = prompt_tokens(body["messages"])
-    reasoning_tokens = count_tokens(reasoning)
-    completion = reasoning_tokens + count_tokens(text)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
-    }
+    came back (its exact figures for a known prompt: test_counted_usage_has_openais_shape)."""
+    return counted_usage(body["messages"], reasoning, text)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ and searches during an ingest never wait for it."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +43,18 @@ def paragraphs(n: int, changed: int | None = None) -> str:
 
 
 @pytest.fixture
-def counted(tmp_path: Path, embedder: Embedder) -> tuple[Index, CountingEmbedder]:
+def counted(tmp_path: Path, embedder: Embedder) -> Iterator[tuple[Index, CountingEmbedder]]:
     counting = CountingEmbedder(embedder)
-    index = Index(load_settings(db=str(tmp_path / "s.db"), translate=False), embedder=counting)
-    return index, counting
+    settings = load_settings(db=str(tmp_path / "s.db"), translate=False)
+    with Index(settings, embedder=counting) as index:
+        yield index, counting
+
+
+def one_file(folder: Path, name: str, text: str) -> Path:
+    """`folder` holding one file; the file's path."""
+    folder.mkdir()
+    (folder / name).write_text(text)
+    return folder / name
 
 
 def stored(index: Index, path: Path) -> dict[str, tuple[int, int, list[float]]]:
@@ -63,9 +71,7 @@ def test_editing_one_paragraph_embeds_only_its_chunk(
 ) -> None:
     index, counting = counted
     docs = tmp_path / "docs"
-    docs.mkdir()
-    handbook = docs / "handbook.md"
-    handbook.write_text(paragraphs(50))
+    handbook = one_file(docs, "handbook.md", paragraphs(50))
     first = index.ingest([docs])
     assert (first.chunks_embedded, first.chunks_reused) == (50, 0)
     before = stored(index, handbook)
@@ -83,7 +89,6 @@ def test_editing_one_paragraph_embeds_only_its_chunk(
     assert after[kept] == before[kept]  # same vector, same lines
     result = index.search("something else entirely after an edit", 1)
     assert result.passages[0].text.endswith("after an edit.")
-    index.close()
 
 
 def test_chunks_that_moved_keep_their_vectors_and_get_their_new_lines(
@@ -91,9 +96,7 @@ def test_chunks_that_moved_keep_their_vectors_and_get_their_new_lines(
 ) -> None:
     index, counting = counted
     docs = tmp_path / "docs"
-    docs.mkdir()
-    handbook = docs / "handbook.md"
-    handbook.write_text(paragraphs(20))
+    handbook = one_file(docs, "handbook.md", paragraphs(20))
     index.ingest([docs])
     before = stored(index, handbook)
     counting.embedded.clear()
@@ -106,7 +109,6 @@ def test_chunks_that_moved_keep_their_vectors_and_get_their_new_lines(
     for text, (start, end, vector) in after.items():
         assert (start, end) == (before[text][0] + 3, before[text][1] + 3)
         assert np.allclose(vector, before[text][2])
-    index.close()
 
 
 @needs_shared(MILVUS_DOCS)
@@ -115,9 +117,8 @@ def test_a_one_sentence_edit_of_the_faq_embeds_at_most_two_chunks(
 ) -> None:
     index, _ = counted
     faq = tmp_path / "faq"
-    faq.mkdir()
     text = (MILVUS_DOCS / "faq" / "product_faq.md").read_text()
-    (faq / "product_faq.md").write_text(text)
+    one_file(faq, "product_faq.md", text)
     first = index.ingest([faq])
     sentence = "These are all x86-dedicated SIMD instruction sets."
     assert sentence in text
@@ -125,7 +126,6 @@ def test_a_one_sentence_edit_of_the_faq_embeds_at_most_two_chunks(
     edit = index.ingest([faq])
     assert edit.chunks_embedded <= 2
     assert edit.chunks_embedded + edit.chunks_reused == first.chunks_embedded
-    index.close()
 
 
 def test_searches_during_an_ingest_see_the_last_complete_state(
