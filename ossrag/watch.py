@@ -24,7 +24,6 @@ from ossrag.loaders import SUPPORTED_SUFFIXES
 QUIET_MS = 300  # a group of changes closes after this much quiet
 MAX_WAIT_MS = 10_000  # ... or after this long, even while files keep changing
 SHOWN_CHANGES = 3  # changed files named in a status line
-_SIGNS = {Change.added: "+", Change.modified: "~", Change.deleted: "-"}
 
 
 @dataclass(frozen=True)
@@ -60,8 +59,10 @@ class _DocsFilter(DefaultFilter):
 
 def _describe(changes: Iterable[tuple[Change, str]], roots: Sequence[Path]) -> list[str]:
     """Changed paths relative to their watched folder, one sign each, sorted, control
-    characters escaped (a file name must not drive the terminal)."""
-    seen: dict[str, str] = {}
+    characters escaped (a file name must not drive the terminal). A group is a set, so a path
+    reported several ways gets one sign whatever the order: created (then written) is "+",
+    (written then) deleted is "-", anything else, such as deleted and created again, is "~"."""
+    kinds: dict[str, set[Change]] = {}
     for change, raw in changes:
         path = Path(raw)
         shown = raw
@@ -69,8 +70,16 @@ def _describe(changes: Iterable[tuple[Change, str]], roots: Sequence[Path]) -> l
             if path.is_relative_to(root):
                 shown = path.relative_to(root).as_posix()
                 break
-        seen[shown] = _SIGNS.get(change, "~")
-    return [f"{sign} {terminal_safe(name)}" for name, sign in sorted(seen.items())]
+        kinds.setdefault(shown, set()).add(change)
+    return [f"{_sign(kinds[name])} {terminal_safe(name)}" for name in sorted(kinds)]
+
+
+def _sign(kinds: set[Change]) -> str:
+    if Change.added in kinds and Change.deleted not in kinds:
+        return "+"
+    if Change.deleted in kinds and Change.added not in kinds:
+        return "-"
+    return "~"
 
 
 def watch_and_sync(

@@ -208,3 +208,16 @@ def test_a_collection_being_created_reads_as_empty(tmp_path: Path, embedder: Emb
     assert store.seen == [None]  # not "was not made by this ossrag"
     assert store.info() is not None
     store.close()
+
+
+def test_a_path_reported_several_ways_gets_one_sign_whatever_the_order(tmp_path: Path) -> None:
+    def described(*kinds: Change) -> list[str]:
+        return _describe([(kind, str(tmp_path / "a.md")) for kind in kinds], [tmp_path])
+
+    for order in ((Change.added, Change.modified), (Change.modified, Change.added)):
+        assert described(*order) == ["+ a.md"]  # created, then written
+    for order in ((Change.deleted, Change.modified), (Change.modified, Change.deleted)):
+        assert described(*order) == ["- a.md"]  # written, then deleted
+    for order in ((Change.added, Change.deleted), (Change.deleted, Change.added)):
+        assert described(*order) == ["~ a.md"]  # replaced
+    assert described(Change.modified) == ["~ a.md"]
