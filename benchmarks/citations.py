@@ -6,8 +6,8 @@ Each line of benchmarks/questions/claims.jsonl is a claim, the passage it cites 
 ../shared/corpus and a line range, read from disk) and a hand-written label, `supported` or
 `unsupported`. The claim is checked as an answer sentence citing [1] through the same Verifier
 `ossrag ask` uses (MiniLM for English claims, multilingual-e5-small for Italian ones); `weak`
-counts as "not flagged". The constants of ossrag.claims were chosen on the milvus-docs lines;
-the fastapi-docs lines are held out. --lexical turns the embeddings off (coverage and
+counts as "not flagged". The constants of ossrag.generate.claims were chosen on the milvus-docs
+lines; the fastapi-docs lines are held out. --lexical turns the embeddings off (coverage and
 number/name agreement alone).
 """
 
@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from ossrag.claims import Features, Verifier, passage_sentences
-from ossrag.crosslingual import load_word_encoder
-from ossrag.embeddings import MiniLMEmbedder
-from ossrag.models import Passage
+from ossrag.embed.crosslingual import load_word_encoder
+from ossrag.embed.encoders import MiniLMEmbedder
+from ossrag.generate.claims import Features, Verifier, passage_sentences
+from ossrag.records import Passage
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("OSSRAG_SHARED", REPO.parent / "shared"))

@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from ossrag.embeddings import Embedder, MiniLMEmbedder
-from ossrag.retrieval import Retriever
-from ossrag.store import CHUNK_FIELDS, Store
+from ossrag.embed.encoders import Embedder, MiniLMEmbedder
+from ossrag.retrieve.retriever import Retriever
+from ossrag.store.milvus import CHUNK_FIELDS, Store
 
 WORDS = (
     "segment index vector query node cluster replica shard bucket flush compaction partition "
@@ -87,7 +87,7 @@ def ingest_command(corpus: Path, db: Path) -> list[str]:
     return [
         sys.executable,
         "-c",
-        "from ossrag.cli import main; main()",
+        "from ossrag.cli.app import main; main()",
         "ingest",
         str(corpus),
         "--db",

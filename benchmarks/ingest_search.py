@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from ossrag.chunking import chunk_document
+from ossrag.chunk.chunker import chunk_document
 from ossrag.config import Mode, load_settings
-from ossrag.crosslingual import load_word_encoder, vocabulary
-from ossrag.embeddings import MiniLMEmbedder
-from ossrag.index import Index
-from ossrag.ingest import EMBED_BATCH_CHUNKS
-from ossrag.loaders import Found, discover, load
+from ossrag.embed.crosslingual import load_word_encoder, vocabulary
+from ossrag.embed.encoders import MiniLMEmbedder
+from ossrag.engine.index import Index
+from ossrag.engine.ingest import EMBED_BATCH_CHUNKS
+from ossrag.load.files import Found, discover, load
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpus" / "milvus-docs"

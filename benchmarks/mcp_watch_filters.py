@@ -4,7 +4,7 @@
                                            [--burst 500] [--calls 50] [--faq DIR] [--json]
 
 1. watch: the FAQ corpus in a temp folder, watched as `ossrag serve --watch` does
-   (ossrag.watch.watch_and_sync, the real embedder, a Milvus Lite store). Each of `--edits`
+   (ossrag.engine.watch.watch_and_sync, the real embedder, a Milvus Lite store). Each of `--edits`
    edits appends a new word to one file; latency = the end of the sync that follows it minus
    the edit's last write (the sync ends with the search index rebuilt, and a search for the
    word then checks that it is found). Then `--burst` new files written at once: how many syncs
@@ -53,12 +53,12 @@ QUERIES = [
 ]
 
 from ossrag.config import load_settings  # noqa: E402
-from ossrag.embeddings import Vectors  # noqa: E402
-from ossrag.filters import make_filter  # noqa: E402
-from ossrag.index import Index  # noqa: E402
-from ossrag.models import Chunk, doc_id_for  # noqa: E402
-from ossrag.store import FileRecord, Store  # noqa: E402
-from ossrag.watch import Synced, watch_and_sync  # noqa: E402
+from ossrag.embed.encoders import Vectors  # noqa: E402
+from ossrag.engine.index import Index  # noqa: E402
+from ossrag.engine.watch import Synced, watch_and_sync  # noqa: E402
+from ossrag.records import Chunk, doc_id_for  # noqa: E402
+from ossrag.store.filters import make_filter  # noqa: E402
+from ossrag.store.milvus import FileRecord, Store  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -34,35 +34,35 @@ RANKING = "__init__ from_rows dense bm25 hybrid _relative _query_terms _bm25_sco
 # area -> mutmut names of its functions (module.x_function, module.xǁClassǁmethod), globbed
 AREAS: dict[str, list[str]] = {
     "fusion and ranking": [
-        "ossrag.search_index.x_bm25_terms",
-        *(f"ossrag.search_index.xǁSearchIndexǁ{name}" for name in RANKING),
-        "ossrag.retrieval.x_score_fusion",
+        "ossrag.store.memory.x_bm25_terms",
+        *(f"ossrag.store.memory.xǁSearchIndexǁ{name}" for name in RANKING),
+        "ossrag.retrieve.retriever.x_score_fusion",
     ],
     "neighbour merging and de-duplication": [
-        "ossrag.retrieval.x_merge_neighbours",
-        "ossrag.retrieval.x__continues",
-        "ossrag.retrieval.x__opens_section",
-        "ossrag.retrieval.x__joined",
+        "ossrag.retrieve.retriever.x_merge_neighbours",
+        "ossrag.retrieve.retriever.x__continues",
+        "ossrag.retrieve.retriever.x__opens_section",
+        "ossrag.retrieve.retriever.x__joined",
     ],
     "chunk line ranges and heading paths": [
-        "ossrag.chunking.x__front_matter_end",
-        "ossrag.chunking.x__parse_markdown",
-        "ossrag.chunking.x__sections",
+        "ossrag.chunk.chunker.x__front_matter_end",
+        "ossrag.chunk.chunker.x__parse_markdown",
+        "ossrag.chunk.chunker.x__sections",
         *(
-            f"ossrag.chunking.xǁ_Chunkerǁ{name}"
+            f"ossrag.chunk.chunker.xǁ_Chunkerǁ{name}"
             for name in ("line_of", "line_end", "render", "run", "shorten_path")
         ),
     ],
     "citation numbering": [
-        "ossrag.rag.x_cited_numbers",
-        "ossrag.structured.x_citation_numbers",
-        "ossrag.structured.x_validate",
+        "ossrag.generate.answer.x_cited_numbers",
+        "ossrag.generate.structured.x_citation_numbers",
+        "ossrag.generate.structured.x_validate",
     ],
     "reasoning splitter": [
-        "ossrag.llm.x__partial_marker_start",
-        "ossrag.llm.x_split_reasoning",
+        "ossrag.generate.llm.x__partial_marker_start",
+        "ossrag.generate.llm.x_split_reasoning",
         *(
-            f"ossrag.llm.xǁReasoningSplitterǁ{name}"
+            f"ossrag.generate.llm.xǁReasoningSplitterǁ{name}"
             for name in ("__init__", "feed", "flush", "_emit", "_on_marker")
         ),
     ],

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from ingest_search import chunk_texts  # this folder is on sys.path when run as a script
 
-from ossrag import embeddings
-from ossrag.embeddings import MiniLMEmbedder, SentenceTransformerEmbedder
+from ossrag.embed import encoders as embeddings
+from ossrag.embed.encoders import MiniLMEmbedder, SentenceTransformerEmbedder
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpus" / "milvus-docs"

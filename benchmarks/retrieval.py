@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ossrag.config import Settings, load_settings
-from ossrag.evaluation import (
+from ossrag.eval.retrieval import (
     RECALL_AT,
     REWRITTEN,
     EvalItem,

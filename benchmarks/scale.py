@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from ossrag.ingest import EMBED_BATCH_CHUNKS, FLUSH_EVERY_CHUNKS
-from ossrag.models import Chunk
-from ossrag.retrieval import CANDIDATE_DEPTH, DEFAULT_FUSION
-from ossrag.search_index import WEIGHTED_DENSE_WEIGHT, Fusion, Weighted
-from ossrag.store import Store
+from ossrag.engine.ingest import EMBED_BATCH_CHUNKS, FLUSH_EVERY_CHUNKS
+from ossrag.records import Chunk
+from ossrag.retrieve.retriever import CANDIDATE_DEPTH, DEFAULT_FUSION
+from ossrag.store.fusion import WEIGHTED_DENSE_WEIGHT, FusionRule, Weighted
+from ossrag.store.milvus import Store
 
 WEIGHTED = Weighted(WEIGHTED_DENSE_WEIGHT)  # the only fusion both engines have
 SYLLABLES = "ka lo mi ne ru sa ti vo de pa zu ri mo fe la no gi hu be ta".split()
@@ -154,7 +154,7 @@ def run_one(
 
 
 def search_latency(
-    store: Store, vectors: np.ndarray, texts: list[str], fusion: Fusion
+    store: Store, vectors: np.ndarray, texts: list[str], fusion: FusionRule
 ) -> dict[str, dict[str, float]]:
     """p50/p95 of dense, BM25 and hybrid (`fusion`) top-10 searches; the first 5 queries only
     warm up."""

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 from ossrag.config import load_settings
-from ossrag.index import Index
+from ossrag.engine.index import Index
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

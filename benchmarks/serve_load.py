@@ -174,7 +174,7 @@ def start_server(workdir: Path, corpus: Path, llm_url: str) -> tuple[subprocess.
     )
     log = (workdir / "server.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-c", "from ossrag.cli import main; main()", "serve"],
+        [sys.executable, "-c", "from ossrag.cli.app import main; main()", "serve"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -209,8 +209,8 @@ def stage_times(db: Path, n: int = 40) -> dict[str, float]:
     query at a time in this process: the embedding runs in ONNX Runtime as in the server, with
     its default intra-op threads (one per core)."""
     from ossrag.config import load_settings
-    from ossrag.index import Index
-    from ossrag.retrieval import CANDIDATE_DEPTH, DEFAULT_FUSION
+    from ossrag.engine.index import Index
+    from ossrag.retrieve.retriever import CANDIDATE_DEPTH, DEFAULT_FUSION
 
     index = Index(load_settings(db=str(db)))
     index.store.info()  # loads the collections of a reopened store

@@ -26,11 +26,11 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from llm_server import Reply, ScriptedLLMServer  # noqa: E402
 
-from ossrag.budget import Budget  # noqa: E402
 from ossrag.config import load_settings  # noqa: E402
-from ossrag.index import Index  # noqa: E402
-from ossrag.llm import ContentDelta, ReasoningDelta  # noqa: E402
-from ossrag.rag import Answer  # noqa: E402
+from ossrag.engine.index import Index  # noqa: E402
+from ossrag.generate.answer import Answer  # noqa: E402
+from ossrag.generate.budget import Budget  # noqa: E402
+from ossrag.generate.llm import ContentDelta, ReasoningDelta  # noqa: E402
 
 QUESTION = "Where does the engine keep inserted vectors?"
 DOCS = {

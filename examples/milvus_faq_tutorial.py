@@ -31,8 +31,8 @@ import argparse
 import logging
 
 from ossrag import Answer, Index, load_settings
-from ossrag.llm import ContentDelta, ReasoningDelta
-from ossrag.rag import Retrieved
+from ossrag.generate.answer import Retrieved
+from ossrag.generate.llm import ContentDelta, ReasoningDelta
 
 QUESTION = "How is data stored in milvus?"
 

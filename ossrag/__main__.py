@@ -1,5 +1,5 @@
 """`python -m ossrag` runs the CLI."""
 
-from ossrag.cli import main
+from ossrag.cli.app import main
 
 main()

@@ -18,7 +18,7 @@ from pydantic_settings import (
 
 Effort = Literal["low", "medium", "high"]
 Mode = Literal["hybrid", "dense", "bm25"]
-Fusion = Literal["relative", "weighted", "rrf"]
+FusionName = Literal["relative", "weighted", "rrf"]
 Rewrite = Literal["off", "foreign", "all"]
 
 # Copy-paste settings for the servers people run gpt-oss on.
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(32, ge=0)
     # Retrieval
     mode: Mode = "hybrid"
-    fusion: Fusion = Field(
+    fusion: FusionName = Field(
         "relative", description="hybrid fusion: relative (Lite) or weighted scores, or rrf"
     )
     dense_weight: float | None = Field(
@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     )
     max_tokens: int | None = Field(None, ge=1)
     timeout: float = Field(120.0, gt=0)
-    # Context budget (ossrag.budget) and the agent (ossrag.agent)
+    # Context budget (ossrag.generate.budget) and the agent (ossrag.generate.agent)
     context_window: int | None = Field(
         None, ge=1024, description="model context in tokens: 131072 (gpt-oss), 8192 on Ollama"
     )

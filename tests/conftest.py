@@ -19,8 +19,8 @@ from hypothesis import settings as hypothesis_settings
 from llm_server import Reply, ScriptedLLMServer
 
 from ossrag.config import Settings, load_settings
-from ossrag.embeddings import Embedder, MiniLMEmbedder, Vectors
-from ossrag.index import Index
+from ossrag.embed.encoders import Embedder, MiniLMEmbedder, Vectors
+from ossrag.engine.index import Index
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("OSSRAG_SHARED") or REPO.parent / "shared")  # corpora, eval sets

@@ -11,7 +11,10 @@ from conftest import write_docs
 from llm_server import Reply, ScriptedLLMServer
 from typer.testing import CliRunner
 
-from ossrag.agent import (
+from ossrag.cli.app import app
+from ossrag.config import load_settings
+from ossrag.engine.index import Index
+from ossrag.generate.agent import (
     FINAL_NOTE,
     PREAMBLE_CHARS,
     Agent,
@@ -20,11 +23,8 @@ from ossrag.agent import (
     json_tool_call,
     reasoning_field,
 )
-from ossrag.cli import app
-from ossrag.config import load_settings
-from ossrag.index import Index
-from ossrag.llm import ContentDelta, ReasoningDelta
-from ossrag.rag import Answer, Retrieved
+from ossrag.generate.answer import Answer, Retrieved
+from ossrag.generate.llm import ContentDelta, ReasoningDelta
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +239,7 @@ def test_falls_back_to_single_shot(index: Index, server: ScriptedLLMServer, refu
 
 
 def test_other_errors_are_not_hidden(index: Index, server: ScriptedLLMServer) -> None:
-    from ossrag.llm import LLMError
+    from ossrag.generate.llm import LLMError
 
     server.enqueue(Reply(status=400, error="bad temperature"))
     with pytest.raises(LLMError, match="bad temperature"):
@@ -273,8 +273,8 @@ def test_cli_agent(index: Index, server: ScriptedLLMServer, tmp_path: Path) -> N
 def test_tool_results_are_cut_to_the_context_window(
     index: Index, server: ScriptedLLMServer
 ) -> None:
-    from ossrag.agent import AGENT_PROMPT, TOOLS
-    from ossrag.budget import Budget, prompt_tokens
+    from ossrag.generate.agent import AGENT_PROMPT, TOOLS
+    from ossrag.generate.budget import Budget, prompt_tokens
 
     start = [
         {"role": "system", "content": AGENT_PROMPT},

@@ -8,7 +8,11 @@ import pytest
 from llm_server import ScriptedLLMServer
 from typer.testing import CliRunner
 
-from ossrag.budget import (
+from ossrag.cli.app import app
+from ossrag.config import load_settings
+from ossrag.engine.index import Index
+from ossrag.generate.answer import Answer, Retrieved
+from ossrag.generate.budget import (
     HARMONY_OVERHEAD,
     PER_MESSAGE,
     PRIMING,
@@ -18,12 +22,8 @@ from ossrag.budget import (
     message_tokens,
     prompt_tokens,
 )
-from ossrag.cli import app
-from ossrag.config import load_settings
-from ossrag.index import Index
-from ossrag.models import Passage
-from ossrag.prompts import build_messages, format_passage
-from ossrag.rag import Answer, Retrieved
+from ossrag.generate.prompts import build_messages, format_passage
+from ossrag.records import Passage
 
 
 def passage(rank: int, words: int) -> Passage:

@@ -8,12 +8,12 @@ from typing import Any
 from llm_server import Reply, ScriptedLLMServer
 from typer.testing import CliRunner
 
-from ossrag.chat import ChatSession
-from ossrag.cli import app
+from ossrag.cli.app import app
+from ossrag.cli.chat import ChatSession
 from ossrag.config import load_settings
-from ossrag.index import Index
-from ossrag.rag import Answer
-from ossrag.rewrite import FOLLOW_UP_PROMPT
+from ossrag.engine.index import Index
+from ossrag.generate.answer import Answer
+from ossrag.generate.rewrite import FOLLOW_UP_PROMPT
 
 STANDALONE = "How do I back up the engine's data?"
 

@@ -11,9 +11,9 @@ from conftest import SHARED
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ossrag.chunking import MIN_MAX_TOKENS, chunk_document, chunk_id
-from ossrag.loaders import Found, discover, load
-from ossrag.models import Chunk, Document
+from ossrag.chunk.chunker import MIN_MAX_TOKENS, chunk_document, chunk_id
+from ossrag.load.files import Found, discover, load
+from ossrag.records import Chunk, Document
 
 CORPORA = SHARED / "corpus"
 MILVUS = CORPORA / "milvus-docs"

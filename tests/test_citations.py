@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from ossrag.models import Passage
-from ossrag.rag import Answer
-from ossrag.structured import citation_numbers, validate
+from ossrag.generate.answer import Answer
+from ossrag.generate.structured import citation_numbers, validate
+from ossrag.records import Passage
 
 
 def passage(n: int) -> Passage:

@@ -13,7 +13,11 @@ from llm_server import Reply, ScriptedLLMServer
 from test_server import LiveServer
 from typer.testing import CliRunner
 
-from ossrag.claims import (
+from ossrag.cli.app import app
+from ossrag.config import load_settings
+from ossrag.embed.encoders import Embedder
+from ossrag.engine.index import Index
+from ossrag.generate.claims import (
     Evidence,
     Verifier,
     missing_facts,
@@ -21,12 +25,8 @@ from ossrag.claims import (
     plain,
     split_claims,
 )
-from ossrag.cli import app
-from ossrag.config import load_settings
-from ossrag.embeddings import Embedder
-from ossrag.index import Index
-from ossrag.models import Passage
-from ossrag.server import create_app
+from ossrag.http.app import create_app
+from ossrag.records import Passage
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -12,8 +12,8 @@ from conftest import write_docs
 from llm_server import Reply, ScriptedLLMServer
 from typer.testing import CliRunner
 
-from ossrag.cli import EXIT_WARNINGS, app
-from ossrag.embeddings import Embedder
+from ossrag.cli.app import EXIT_WARNINGS, app
+from ossrag.embed.encoders import Embedder
 
 runner = CliRunner()
 
@@ -188,7 +188,7 @@ def test_bad_db_path_is_one_line(store_env: dict[str, str], tmp_path: Path) -> N
 
 def test_cli_start_up_leaves_heavy_libraries_for_the_commands_that_use_them() -> None:
     # openai alone is about a second of every command's start-up; search never needs it
-    code = "import sys, ossrag.cli; print(sorted({'openai', 'torch'} & set(sys.modules)))"
+    code = "import sys, ossrag.cli.app; print(sorted({'openai', 'torch'} & set(sys.modules)))"
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip() == "[]"
@@ -199,7 +199,7 @@ def test_ingest_embeds_without_pytorch(embedder: Embedder, tmp_path: Path) -> No
     embedder.embed_query("export the encoder into the user cache, if it is not there yet")
     docs = write_docs(tmp_path / "docs", {"a.md": "# A\n\nAlpha text about replicas.\n"})
     code = (
-        "import sys; from ossrag.config import load_settings; from ossrag.index import Index\n"
+        "import sys; from ossrag import Index, load_settings\n"
         f"index = Index(load_settings(db={str(tmp_path / 's.db')!r}, translate=False))\n"
         f"print(index.ingest([{str(docs)!r}]).chunks_embedded, 'torch' in sys.modules)"
     )

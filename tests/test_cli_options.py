@@ -20,8 +20,8 @@ from conftest import write_docs
 from llm_server import Reply, ScriptedLLMServer
 from typer.testing import CliRunner
 
-from ossrag.cli import app
-from ossrag.rewrite import EXPAND_PROMPT
+from ossrag.cli.app import app
+from ossrag.generate.rewrite import EXPAND_PROMPT
 
 runner = CliRunner()
 MODEL = "gpt-oss-20b"

@@ -33,8 +33,8 @@ from test_server import (  # noqa: F401
     workdir,
 )
 
-from ossrag.responses import ResponseMemory
-from ossrag.usage import complete_usage, counted_usage
+from ossrag.generate.usage import complete_usage, counted_usage
+from ossrag.http.responses import ResponseMemory
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,11 +16,11 @@ from llm_server import Reply, ScriptedLLMServer
 from test_server import LiveServer
 from typer.testing import CliRunner
 
-from ossrag.cli import app
+from ossrag.cli.app import app
 from ossrag.config import load_settings
-from ossrag.embeddings import Embedder
-from ossrag.index import Index
-from ossrag.server import create_app
+from ossrag.embed.encoders import Embedder
+from ossrag.engine.index import Index
+from ossrag.http.app import create_app
 
 pytestmark = pytest.mark.timeout(120)
 KEY = "kb-key"

@@ -11,12 +11,12 @@ import pytest
 from llm_server import Reply, ScriptedLLMServer
 from typer.testing import CliRunner
 
-from ossrag import cli
-from ossrag.cli import app
-from ossrag.compare import compare, effort_notes, load_cache, summarise
+from ossrag.cli import app as cli
+from ossrag.cli.app import app
 from ossrag.config import load_settings
-from ossrag.evaluation import load_items
-from ossrag.index import Index
+from ossrag.engine.index import Index
+from ossrag.eval.compare import compare, effort_notes, load_cache, summarise
+from ossrag.eval.retrieval import load_items
 
 ITEMS = [
     {"id": "q1", "question": "Where does the engine keep inserted vectors?",

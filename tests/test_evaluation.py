@@ -11,10 +11,10 @@ from conftest import write_docs
 from llm_server import Reply, ScriptedLLMServer
 from typer.testing import CliRunner
 
-from ossrag.cli import app
+from ossrag.cli.app import app
 from ossrag.config import Settings
-from ossrag.embeddings import Embedder
-from ossrag.evaluation import (
+from ossrag.embed.encoders import Embedder
+from ossrag.eval.retrieval import (
     EvalError,
     EvalItem,
     first_relevant,
@@ -23,7 +23,7 @@ from ossrag.evaluation import (
     retrieval_reports,
     tutorial_chunks,
 )
-from ossrag.models import Document
+from ossrag.records import Document
 
 
 def test_first_relevant_collapses_whitespace() -> None:

@@ -21,12 +21,12 @@ from test_server import LiveServer
 from test_servers import Server, lite_server
 from typer.testing import CliRunner
 
-from ossrag.cli import app
+from ossrag.cli.app import app
 from ossrag.config import Mode, load_settings
-from ossrag.embeddings import Embedder
-from ossrag.filters import Filter, FilterError, filter_from_json, make_filter, parse_since
-from ossrag.index import Index
-from ossrag.server import create_app
+from ossrag.embed.encoders import Embedder
+from ossrag.engine.index import Index
+from ossrag.http.app import create_app
+from ossrag.store.filters import Filter, FilterError, filter_from_json, make_filter, parse_since
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -14,11 +14,11 @@ from llm_server import Reply, ScriptedLLMServer
 from test_server import LiveServer
 
 from ossrag.config import Settings
-from ossrag.embeddings import Embedder
-from ossrag.index import Index
-from ossrag.rag import Answer, Retrieved, Rewritten
-from ossrag.rewrite import FOLLOW_UP_PROMPT
-from ossrag.server import create_app
+from ossrag.embed.encoders import Embedder
+from ossrag.engine.index import Index
+from ossrag.generate.answer import Answer, Retrieved, Rewritten
+from ossrag.generate.rewrite import FOLLOW_UP_PROMPT
+from ossrag.http.app import create_app
 
 STANDALONE = {
     "And how do I protect it against loss?": "How do I back up the engine's data?",

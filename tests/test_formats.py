@@ -10,12 +10,12 @@ import pypdf
 import pytest
 from fpdf import FPDF
 
-from ossrag.chunking import chunk_document
+from ossrag.chunk.chunker import chunk_document
 from ossrag.config import load_settings
-from ossrag.embeddings import Embedder
-from ossrag.index import Index
-from ossrag.loaders import Found, LoadError, discover, load
-from ossrag.models import Chunk, Document
+from ossrag.embed.encoders import Embedder
+from ossrag.engine.index import Index
+from ossrag.load.files import Found, LoadError, discover, load
+from ossrag.records import Chunk, Document
 
 PAGES = [
     "Storage layout. Segments are sealed once they reach their size limit and are then flushed "

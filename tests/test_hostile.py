@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ossrag.cli import EXIT_WARNINGS, app
-from ossrag.embeddings import Embedder
-from ossrag.index import Index
-from ossrag.loaders import MAX_DEPTH
-from ossrag.store import Store
+from ossrag.cli.app import EXIT_WARNINGS, app
+from ossrag.embed.encoders import Embedder
+from ossrag.engine.index import Index
+from ossrag.load.files import MAX_DEPTH
+from ossrag.store.milvus import Store
 
 GOOD = "# Good\n\nThe cluster keeps three replicas of every segment.\n"
 

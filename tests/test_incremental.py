@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from conftest import MILVUS_DOCS, EmbedderProxy, needs_shared, write_docs
 
-from ossrag import ingest as ingest_module
 from ossrag.config import load_settings
-from ossrag.embeddings import Embedder, Vectors
-from ossrag.index import Index
-from ossrag.ingest import Progress
-from ossrag.models import doc_id_for
+from ossrag.embed.encoders import Embedder, Vectors
+from ossrag.engine import ingest as ingest_module
+from ossrag.engine.index import Index
+from ossrag.engine.ingest import Progress
+from ossrag.records import doc_id_for
 
 
 class CountingEmbedder(EmbedderProxy):

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import MILVUS_DOCS, EmbedderProxy, needs_shared
 
-from ossrag.embeddings import Embedder, Vectors
-from ossrag.index import Index
-from ossrag.store import StoreError
+from ossrag.embed.encoders import Embedder, Vectors
+from ossrag.engine.index import Index
+from ossrag.store.milvus import StoreError
 
 
 def chunk_ids(index: Index) -> dict[str, str]:
@@ -99,14 +99,14 @@ class FailingEmbedder(EmbedderProxy):
 def test_interrupted_ingest_rerun_has_no_duplicates(
     settings, embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ossrag.ingest
+    import ossrag.engine.ingest
 
     docs = tmp_path / "many"
     for i in range(12):
         (docs / f"d{i}").mkdir(parents=True)
         (docs / f"d{i}" / "doc.md").write_text(f"# Doc {i}\n\nFact number {i} is unique.\n")
-    monkeypatch.setattr(ossrag.ingest, "EMBED_BATCH_CHUNKS", 2)
-    monkeypatch.setattr(ossrag.ingest, "FLUSH_EVERY_CHUNKS", 4)
+    monkeypatch.setattr(ossrag.engine.ingest, "EMBED_BATCH_CHUNKS", 2)
+    monkeypatch.setattr(ossrag.engine.ingest, "FLUSH_EVERY_CHUNKS", 4)
     crashing = Index(settings, embedder=FailingEmbedder(embedder, fail_after=3))
     with pytest.raises(KeyboardInterrupt):
         crashing.ingest([docs])
@@ -170,7 +170,7 @@ def test_changed_chunk_settings_rechunk_unchanged_files(
 def test_store_from_an_older_schema_is_refused(settings, embedder: Embedder, docs: Path) -> None:
     import json
 
-    from ossrag.store import INFO_ID, FileRecord
+    from ossrag.store.milvus import INFO_ID, FileRecord
 
     index = Index(settings, embedder=embedder)
     index.ingest([docs])

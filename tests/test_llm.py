@@ -19,8 +19,8 @@ from llm_server import DIALECTS, Reply, ScriptedLLMServer, harmony_text, think_t
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
 from ossrag.config import load_settings
-from ossrag.index import Index
-from ossrag.llm import (
+from ossrag.engine.index import Index
+from ossrag.generate.llm import (
     Completion,
     ContentDelta,
     EmptyAnswerError,

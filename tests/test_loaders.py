@@ -6,18 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from ossrag import loaders
-from ossrag.loaders import (
+from ossrag.load import files as loaders
+from ossrag.load import registry
+from ossrag.load.files import (
     IGNORED_DIRS,
     SUPPORTED_SUFFIXES,
     Found,
-    Loader,
     LoadError,
     Skipped,
     discover,
     load,
     matches,
 )
+from ossrag.load.registry import Loader
 
 
 def write(path: Path, content: str | bytes = "# Title\n\ntext\n") -> Path:
@@ -351,7 +352,7 @@ def test_load_vanished_file(tmp_path: Path) -> None:
 
 def test_register_loader(tmp_path: Path) -> None:
     try:
-        loaders.register_loader(
+        registry.register_loader(
             ".SHOUT", Loader(format="text", extract=lambda _p, data: data.decode().upper())
         )
         assert ".shout" in SUPPORTED_SUFFIXES  # a live view of the registry
@@ -362,11 +363,11 @@ def test_register_loader(tmp_path: Path) -> None:
         assert doc.text == "HELLO"
         assert doc.meta == {"format": "text"}
         with pytest.raises(ValueError, match="already registered"):
-            loaders.register_loader(".shout", Loader("text", lambda _p, d: ""))
+            registry.register_loader(".shout", Loader("text", lambda _p, d: ""))
         with pytest.raises(ValueError, match="suffix"):
-            loaders.register_loader("shout", Loader("text", lambda _p, d: ""))
+            registry.register_loader("shout", Loader("text", lambda _p, d: ""))
     finally:
-        loaders._LOADERS.pop(".shout", None)
+        registry._LOADERS.pop(".shout", None)
     assert ".shout" not in SUPPORTED_SUFFIXES
 
 

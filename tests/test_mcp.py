@@ -24,10 +24,10 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from test_server import LiveServer
 
 from ossrag.config import load_settings
-from ossrag.embeddings import Embedder
-from ossrag.index import Index
-from ossrag.mcp_server import FILES_URI, build_mcp_server
-from ossrag.server import create_app
+from ossrag.embed.encoders import Embedder
+from ossrag.engine.index import Index
+from ossrag.http.app import create_app
+from ossrag.mcp.server import FILES_URI, build_mcp_server
 
 pytestmark = pytest.mark.timeout(120)
 

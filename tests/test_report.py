@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from test_web_ui import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, serious_violations
 
-from ossrag.compare import Row, summarise
-from ossrag.evaluation import EvalItem, EvalReport, Outcome
-from ossrag.models import Passage
-from ossrag.report import answers_html, fmt, retrieval_html
+from ossrag.eval.compare import Row, summarise
+from ossrag.eval.report import answers_html, fmt, retrieval_html
+from ossrag.eval.retrieval import EvalItem, EvalReport, Outcome
+from ossrag.records import Passage
 
 INFO = {
     "question set": "milvus-faq.jsonl (3 questions)",

@@ -11,10 +11,10 @@ from test_cli import run
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from ossrag.config import Settings
-from ossrag.embeddings import Embedder, minilm_model_dir
-from ossrag.index import Index
-from ossrag.rerank import RerankerError, load_reranker
-from ossrag.retrieval import Retriever
+from ossrag.embed.encoders import Embedder, minilm_model_dir
+from ossrag.embed.rerank import RerankerError, load_reranker
+from ossrag.engine.index import Index
+from ossrag.retrieve.retriever import Retriever
 
 QUESTION = "Where does the engine keep inserted vectors?"
 

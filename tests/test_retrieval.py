@@ -10,10 +10,10 @@ import pytest
 from conftest import MILVUS_DOCS, needs_shared, write_docs
 
 from ossrag.config import Settings
-from ossrag.embeddings import Embedder
-from ossrag.index import Index
-from ossrag.models import Passage
-from ossrag.retrieval import HoldsNothing, merge_neighbours
+from ossrag.embed.encoders import Embedder
+from ossrag.engine.index import Index
+from ossrag.records import Passage
+from ossrag.retrieve.retriever import HoldsNothing, merge_neighbours
 
 
 def chunk(

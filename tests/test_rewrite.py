@@ -10,10 +10,10 @@ import pytest
 from llm_server import Reply, ScriptedLLMServer
 
 from ossrag.config import Settings, load_settings
-from ossrag.embeddings import Embedder
-from ossrag.index import Index
-from ossrag.llm import LLMClient, LLMConfig
-from ossrag.rewrite import EXPAND_PROMPT, expand_query
+from ossrag.embed.encoders import Embedder
+from ossrag.engine.index import Index
+from ossrag.generate.llm import LLMClient, LLMConfig
+from ossrag.generate.rewrite import EXPAND_PROMPT, expand_query
 
 
 def test_expand_query_parses_lines_and_dedupes() -> None:

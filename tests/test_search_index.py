@@ -12,21 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ossrag.config import Settings
-from ossrag.embeddings import Embedder
-from ossrag.index import Index
-from ossrag.models import Chunk
-from ossrag.retrieval import score_fusion
-from ossrag.search_index import (
-    BM25_B,
-    BM25_K1,
-    Fusion,
-    Reciprocal,
-    Relative,
-    SearchIndex,
-    Weighted,
-    bm25_terms,
-)
-from ossrag.store import Store
+from ossrag.embed.encoders import Embedder
+from ossrag.embed.lexical import bm25_terms
+from ossrag.engine.index import Index
+from ossrag.records import Chunk
+from ossrag.retrieve.retriever import score_fusion
+from ossrag.store.fusion import FusionRule, Reciprocal, Relative, Weighted
+from ossrag.store.memory import BM25_B, BM25_K1, SearchIndex
+from ossrag.store.milvus import Store
 
 
 def row(chunk_id: str, dense: list[float], terms: str, text: str = "") -> dict[str, Any]:
@@ -153,7 +146,7 @@ def test_dense_and_bm25_rank_every_row(ordered: SearchIndex) -> None:
     assert ids(ordered, ordered.bm25(QUERY_TERMS, 2)) == "bd"
 
 
-def reference(index: SearchIndex, fusion: Fusion, depth: int) -> dict[str, float]:
+def reference(index: SearchIndex, fusion: FusionRule, depth: int) -> dict[str, float]:
     """Each fused row's score, computed from the two routes' lists as the fusion defines it."""
     dense = dict(index.dense(QUERY_VECTOR, len(index)))
     bm25 = dict(index.bm25(QUERY_TERMS, len(index)))
@@ -196,7 +189,7 @@ def reference(index: SearchIndex, fusion: Fusion, depth: int) -> dict[str, float
     ],
 )
 def test_each_fusion_ranks_the_whole_list(
-    ordered: SearchIndex, fusion: Fusion, depth: int, order: str
+    ordered: SearchIndex, fusion: FusionRule, depth: int, order: str
 ) -> None:
     ranked = ordered.hybrid(QUERY_VECTOR, QUERY_TERMS, 6, depth, fusion)
     assert ids(ordered, ranked) == order
@@ -286,7 +279,7 @@ fusions = st.one_of(
 def test_fused_rankings_are_the_best_rows_by_the_fusions_arithmetic(
     corpus: list[tuple[list[int], list[str]]],
     query: list[str],
-    fusion: Fusion,
+    fusion: FusionRule,
     depth: int,
     limit: int,
 ) -> None:

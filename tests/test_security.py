@@ -20,18 +20,18 @@ from llm_server import Reply, ScriptedLLMServer
 from test_server import LiveServer
 from typer.testing import CliRunner
 
-from ossrag.agent import ToolStep
-from ossrag.cli import app as cli_app
+from ossrag.cli.app import app as cli_app
 from ossrag.config import Settings, load_settings
 from ossrag.console import terminal_safe
-from ossrag.embeddings import Embedder
-from ossrag.http_guards import allowed_host_names, script_hash
-from ossrag.index import Index
-from ossrag.llm import LLMClient, LLMConfig, LLMError
-from ossrag.loaders import Found, LoadError, Skipped, discover, load, open_beneath
-from ossrag.rag import Answer
-from ossrag.server import create_app
-from ossrag.store import milvus_string
+from ossrag.embed.encoders import Embedder
+from ossrag.engine.index import Index
+from ossrag.generate.agent import ToolStep
+from ossrag.generate.answer import Answer
+from ossrag.generate.llm import LLMClient, LLMConfig, LLMError
+from ossrag.http.app import create_app
+from ossrag.http.guards import allowed_host_names, script_hash
+from ossrag.load.files import Found, LoadError, Skipped, discover, load, open_beneath
+from ossrag.store.milvus import milvus_string
 
 SECRET = "zebra marmalade quorum 7731"
 runner = CliRunner()

@@ -24,12 +24,12 @@ from llm_server import Reply, ScriptedLLMServer
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from ossrag.cli import app as cli_app
+from ossrag.cli.app import app as cli_app
 from ossrag.config import ConfigError, Settings, load_settings
-from ossrag.embeddings import Embedder
-from ossrag.index import Index
-from ossrag.rewrite import FOLLOW_UP_PROMPT
-from ossrag.server import check_bind, create_app
+from ossrag.embed.encoders import Embedder
+from ossrag.engine.index import Index
+from ossrag.generate.rewrite import FOLLOW_UP_PROMPT
+from ossrag.http.app import check_bind, create_app
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -521,7 +521,7 @@ def test_a_second_process_is_pointed_to_the_server_mode(
     served: tuple[LiveServer, Index, Settings],
 ) -> None:
     db = served[2].db
-    code = f"from ossrag.store import Store, StoreError\ntry:\n    Store({db!r})\n"
+    code = f"from ossrag.store.milvus import Store, StoreError\ntry:\n    Store({db!r})\n"
     code += "except StoreError as exc:\n    print(exc)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60

@@ -24,12 +24,12 @@ import pytest
 from conftest import write_docs
 from typer.testing import CliRunner
 
-from ossrag.cli import app
+from ossrag.cli.app import app
 from ossrag.config import load_settings
-from ossrag.embeddings import Embedder
-from ossrag.index import Index
-from ossrag.ingest import IngestReport, Progress
-from ossrag.store import Store, StoreError
+from ossrag.embed.encoders import Embedder
+from ossrag.engine.index import Index
+from ossrag.engine.ingest import IngestReport, Progress
+from ossrag.store.milvus import Store, StoreError
 
 BIN = Path(sys.executable).parent
 
@@ -131,7 +131,7 @@ def test_server_down_at_start_is_one_clear_line(tmp_path: Path, docs: Path) -> N
 OTHER_PROCESS = """
 import json, sys
 import numpy as np
-from ossrag.store import Store
+from ossrag.store.milvus import Store
 store = Store(sys.argv[1])
 store.ensure(sys.argv[2], int(sys.argv[3]))
 vector = np.asarray(json.loads(sys.argv[4]), dtype=np.float32)

@@ -10,14 +10,12 @@ import pytest
 from llm_server import Reply, ScriptedLLMServer
 from typer.testing import CliRunner
 
-from ossrag.budget import Budget
-from ossrag.cli import app
+from ossrag.cli.app import app
 from ossrag.config import load_settings
-from ossrag.index import Index
-from ossrag.llm import LLMClient, LLMConfig
-from ossrag.models import Passage
-from ossrag.retrieval import SearchResult
-from ossrag.structured import (
+from ossrag.engine.index import Index
+from ossrag.generate.budget import Budget
+from ossrag.generate.llm import LLMClient, LLMConfig
+from ossrag.generate.structured import (
     BASE_SCHEMA,
     StructuredAnswerError,
     answer_structured,
@@ -25,6 +23,8 @@ from ossrag.structured import (
     extend_schema,
     load_schema,
 )
+from ossrag.records import Passage
+from ossrag.retrieve.retriever import SearchResult
 
 PASSAGES = [
     Passage(1, 0.9, "c1", "guide/storage.md", "Storage", 6, 8, "Data lives in object storage."),

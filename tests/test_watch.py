@@ -21,12 +21,12 @@ from test_server import LiveServer
 from watchfiles import Change
 
 from ossrag.config import ConfigError, load_settings
-from ossrag.embeddings import Embedder
-from ossrag.index import Index
-from ossrag.ingest import IngestReport
-from ossrag.server import create_app
-from ossrag.store import CollectionInfo, Store
-from ossrag.watch import Synced, _describe, watch_and_sync
+from ossrag.embed.encoders import Embedder
+from ossrag.engine.index import Index
+from ossrag.engine.ingest import IngestReport
+from ossrag.engine.watch import Synced, _describe, watch_and_sync
+from ossrag.http.app import create_app
+from ossrag.store.milvus import CollectionInfo, Store
 
 pytestmark = pytest.mark.timeout(180)
 SETTLE = 15.0  # seconds a test waits for a sync on a busy machine

@@ -17,9 +17,9 @@ from llm_server import Reply, ScriptedLLMServer
 from test_server import LiveServer
 
 from ossrag.config import load_settings
-from ossrag.embeddings import Embedder
-from ossrag.index import Index
-from ossrag.server import create_app
+from ossrag.embed.encoders import Embedder
+from ossrag.engine.index import Index
+from ossrag.http.app import create_app
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page

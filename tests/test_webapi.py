@@ -12,10 +12,10 @@ from conftest import wait_for_job, write_docs
 from test_server import LiveServer
 
 from ossrag.config import load_settings
-from ossrag.embeddings import Embedder
-from ossrag.index import Index
-from ossrag.server import create_app
-from ossrag.webapi import safe_name
+from ossrag.embed.encoders import Embedder
+from ossrag.engine.index import Index
+from ossrag.http.app import create_app
+from ossrag.http.webapi import safe_name
 
 KEY = "store-key"
 

@@ -1,0 +1,831 @@
+"""The `ossrag` command: a thin typer shell over `ossrag.Index`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ossrag.cli.chat import HELP as CHAT_HELP
+from ossrag.cli.chat import ChatSession, input_lines
+from ossrag.cli.chat import run as run_chat
+from ossrag.config import ConfigError, Effort, Mode, Settings, load_settings
+from ossrag.console import StreamPrinter, shown, terminal_safe
+from ossrag.embed.encoders import EmbedderError
+from ossrag.engine.index import Index
+from ossrag.engine.ingest import Progress as IngestProgress
+from ossrag.eval.compare import Row as AnswerRow
+from ossrag.eval.compare import answers_cache_path, effort_notes
+from ossrag.eval.compare import compare as compare_answers
+from ossrag.eval.compare import summarise as summarise_answers
+from ossrag.eval.report import answers_html, fmt, retrieval_html, run_info
+from ossrag.eval.retrieval import RECALL_AT, EvalError, load_items, retrieval_reports
+from ossrag.generate.agent import ToolStep
+from ossrag.generate.answer import Answer, Retrieved
+from ossrag.generate.claims import report_lines
+from ossrag.generate.llm import EFFORTS, ContentDelta, LLMError, ReasoningDelta
+from ossrag.generate.structured import load_schema
+from ossrag.records import Passage
+from ossrag.retrieve.retriever import expect_lines, explain_line
+from ossrag.store.filters import Filter, FilterError, make_filter
+from ossrag.store.milvus import StoreError
+
+if TYPE_CHECKING:
+    from ossrag.engine.watch import Synced
+
+EXIT_ERROR = 1
+EXIT_WARNINGS = 3  # ingest completed, but some files were skipped
+
+app = typer.Typer(
+    name="ossrag",
+    help="Answer questions over your documents with gpt-oss and Milvus, locally.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+eval_app = typer.Typer(
+    help="Measure retrieval and answers on a question set.", no_args_is_help=True
+)
+app.add_typer(eval_app, name="eval")
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+USER_ERRORS = (ConfigError, StoreError, EmbedderError, LLMError, EvalError, FilterError)
+
+# Settings flags shared by the commands; each falls back to OSSRAG_<NAME> and the config file.
+DbOpt = Annotated[
+    str | None, typer.Option("--db", help="Milvus Lite path or server URI [OSSRAG_DB]")
+]
+TokenOpt = Annotated[str | None, typer.Option(help="Milvus server token [OSSRAG_TOKEN]")]
+CollectionOpt = Annotated[str | None, typer.Option(help="collection name [OSSRAG_COLLECTION]")]
+EmbedderOpt = Annotated[str | None, typer.Option(help="embedder [OSSRAG_EMBEDDER]")]
+EmbedUrlOpt = Annotated[
+    str | None, typer.Option(help="endpoint for openai:<model> embedders [OSSRAG_EMBED_BASE_URL]")
+]
+LlmOpt = Annotated[
+    str | None, typer.Option("--llm", help="preset: ollama|vllm|lmstudio|llamacpp|openrouter")
+]
+BaseUrlOpt = Annotated[str | None, typer.Option(help="LLM base URL [OSSRAG_BASE_URL]")]
+ModelOpt = Annotated[str | None, typer.Option(help="LLM model [OSSRAG_MODEL]")]
+ApiKeyOpt = Annotated[str | None, typer.Option(help="LLM API key [OSSRAG_API_KEY]")]
+EffortOpt = Annotated[Effort | None, typer.Option(help="reasoning effort [OSSRAG_EFFORT]")]
+MaxTokensOpt = Annotated[int | None, typer.Option(help="answer + reasoning budget")]
+KOpt = Annotated[int | None, typer.Option("-k", "--top-k", help="passages [OSSRAG_TOP_K]")]
+ModeOpt = Annotated[Mode | None, typer.Option(help="retrieval mode [OSSRAG_MODE]")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+# Filters: which files a search may return passages from (ossrag.store.filters).
+PathOpt = Annotated[
+    list[str],
+    typer.Option("--path", help="only files whose path matches this glob (repeatable)"),
+]
+TypeOpt = Annotated[
+    list[str], typer.Option("--type", help="only files of this type: md, pdf, py… (repeatable)")
+]
+SinceOpt = Annotated[
+    str | None, typer.Option(help="only files modified since: 2026-01-31, 7d, 36h")
+]
+
+
+def _where(paths: list[str], types: list[str], since: str | None) -> Filter:
+    return make_filter(paths, types, since)
+
+
+def _settings(**flags: Any) -> Settings:
+    return load_settings(**flags)
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {shown(message)}")
+    return typer.Exit(code)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """User errors become one red line and exit code 1, never a traceback."""
+    try:
+        yield
+    except USER_ERRORS as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted", 130) from None
+
+
+def _quiet_libraries() -> None:
+    """Library chatter off. Transformers is quieted where a model loads (embeddings.
+    quiet_offline_transformers): importing it here cost every command 1.3 s of start-up."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+
+def _print_json(payload: dict[str, Any]) -> None:
+    print(json.dumps(payload, ensure_ascii=False, indent=2))
+
+
+def _location(p: Passage) -> str:
+    """Where a passage is, as rich markup: file › heading (page), lines."""
+    where = p.source + (f" › {p.heading}" if p.heading else "")
+    if page := p.meta.get("page"):
+        where += f" (page {page})"
+    return f"{shown(where)}  [dim]lines {p.start_line}-{p.end_line}[/]"
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files or directories")],
+    include: Annotated[list[str], typer.Option(help="glob to include, e.g. '*.md'")] = [],  # noqa: B006
+    exclude: Annotated[list[str], typer.Option(help="glob to exclude, e.g. 'drafts/*'")] = [],  # noqa: B006
+    keep_missing: Annotated[
+        bool, typer.Option(help="keep chunks of files that disappeared from the directories")
+    ] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="then keep syncing as files change (Ctrl-C stops)")
+    ] = False,
+    db: DbOpt = None,
+    token: TokenOpt = None,
+    collection: CollectionOpt = None,
+    embedder: EmbedderOpt = None,
+    embed_base_url: EmbedUrlOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Load, chunk, embed and store documents; re-runs only touch what changed."""
+    with _user_errors():
+        settings = _settings(
+            db=db, token=token, collection=collection, embedder=embedder,
+            embed_base_url=embed_base_url,
+        )  # fmt: skip
+        index = Index(settings)
+        if json_output:
+            report = index.ingest(paths, include=include, exclude=exclude, prune=not keep_missing)
+        else:
+            with Progress(
+                TextColumn("[bold]ingesting"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("files · {task.fields[chunks]} chunks embedded"),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("ingest", total=None, chunks=0)
+
+                def on_progress(p: IngestProgress) -> None:
+                    bar.update(task, total=p.files_total, completed=p.files_done,
+                               chunks=p.chunks_embedded)  # fmt: skip
+
+                report = index.ingest(
+                    paths, include=include, exclude=exclude, prune=not keep_missing,
+                    progress=on_progress,
+                )  # fmt: skip
+        if not watch:
+            index.close()
+    if json_output:
+        _print_json(report.to_dict())
+    else:
+        out.print(
+            f"[bold]{report.files_added}[/] added · [bold]{report.files_updated}[/] updated · "
+            f"{report.files_unchanged} unchanged · {report.files_removed} removed · "
+            f"{len(report.skipped)} skipped — {report.chunks_embedded} chunks embedded, "
+            f"{report.chunks_deleted} deleted in {report.seconds:.1f}s → {settings.db}"
+        )
+        for warning in report.warnings:
+            err.print(f"[yellow]skipped:[/] {shown(warning)}")
+    if watch:
+        with _user_errors():
+            _watch(index, paths, include, exclude, prune=not keep_missing, json_output=json_output)
+        return
+    if report.skipped:
+        raise typer.Exit(EXIT_WARNINGS)
+
+
+def _watch(
+    index: Index,
+    paths: list[Path],
+    include: list[str],
+    exclude: list[str],
+    *,
+    prune: bool,
+    json_output: bool,
+) -> None:
+    """Sync on every settled group of changes until Ctrl-C (see ossrag.engine.watch). The first
+    Ctrl-C lets a sync under way finish; a second one interrupts it."""
+    from ossrag.engine.watch import watch_and_sync
+
+    stop = threading.Event()
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    def on_sync(synced: Synced) -> None:
+        r = synced.report
+        if not (synced.changes or r.files_added or r.files_updated or r.files_removed):
+            return  # the catch-up sync once the watch is armed found nothing new
+        if json_output:
+            print(json.dumps({"changes": synced.changes, **synced.report.to_dict()}), flush=True)
+        else:
+            err.print(shown(synced.status()))
+
+    folders = ", ".join(str(p) for p in paths)
+    err.print(f"[dim]watching {shown(folders)} — Ctrl-C stops[/]")
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        watch_and_sync(
+            paths,
+            lambda: index.ingest(paths, include=include, exclude=exclude, prune=prune),
+            on_sync,
+            stop,
+            ignore=[] if index.settings.is_server else [Path(index.settings.db)],
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        index.close()
+    err.print("[dim]stopped watching[/]")
+
+
+@app.command()
+def search(
+    question: Annotated[str, typer.Argument(help="what to look for")],
+    k: KOpt = None,
+    mode: ModeOpt = None,
+    rewrite: Annotated[
+        bool, typer.Option(help="add LLM-written English queries (translation, expansion)")
+    ] = False,
+    path: PathOpt = [],  # noqa: B006
+    type_: TypeOpt = [],  # noqa: B006
+    since: SinceOpt = None,
+    explain: Annotated[
+        bool, typer.Option(help="show each passage's rank and score in the dense and BM25 routes")
+    ] = False,
+    expect: Annotated[
+        str | None,
+        typer.Option(help="a file that should be found: where it ranked and what beat it"),
+    ] = None,
+    db: DbOpt = None,
+    token: TokenOpt = None,
+    collection: CollectionOpt = None,
+    embedder: EmbedderOpt = None,
+    embed_base_url: EmbedUrlOpt = None,
+    llm: LlmOpt = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    api_key: ApiKeyOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Show the best passages for a question, with scores (no LLM needed)."""
+    with _user_errors():
+        settings = _settings(
+            db=db, token=token, collection=collection, embedder=embedder,
+            embed_base_url=embed_base_url, top_k=k, mode=mode, llm=llm, base_url=base_url,
+            model=model, api_key=api_key,
+        )  # fmt: skip
+        where = _where(path, type_, since)
+        index = Index(settings)
+        result = index.search(question, rewrite=rewrite, explain=explain, where=where)
+        expected = index.expect(question, expect) if expect else None
+        index.close()
+    if json_output:
+        _print_json(
+            {
+                "results": [p.to_dict() for p in result.passages],
+                "mode": result.mode,
+                **({"notice": result.notice} if result.notice else {}),
+                **({"translation": result.translation} if result.translation else {}),
+                **({"expect": expected} if expected else {}),
+            }
+        )
+        return
+    if result.notice:
+        err.print(f"[yellow]note:[/] {shown(result.notice)}")
+    if result.translation:
+        err.print(f"[dim]searched with the corpus's words:[/] {shown(result.translation)}")
+    for p in result.passages:
+        out.print(f"[bold cyan]{p.rank}.[/] [green]{p.score:.3f}[/]  {_location(p)}")
+        if p.explain is not None:
+            out.print(terminal_safe(explain_line(p.explain)), style="dim", markup=False)
+        out.print(terminal_safe(p.text.strip()), style="default", markup=False)
+        out.print()
+    if expected:
+        for line in expect_lines(expected):
+            out.print(terminal_safe(line), markup=False)
+
+
+def _print_sources(passages: list[Passage], console: Console) -> None:
+    if not passages:
+        return
+    table = Table(show_header=False, box=None, padding=(0, 1))
+    for n, p in enumerate(passages, 1):
+        table.add_row(f"[bold cyan][{n}][/]", _location(p), f"[dim]{p.score:.3f}[/]")
+    console.print("[bold]Sources[/]")
+    console.print(table)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="your question")],
+    k: KOpt = None,
+    mode: ModeOpt = None,
+    effort: EffortOpt = None,
+    show_reasoning: Annotated[bool, typer.Option(help="print the model's reasoning")] = False,
+    show_evidence: Annotated[
+        bool, typer.Option(help="print each cited claim with the sentence that supports it")
+    ] = False,
+    db: DbOpt = None,
+    token: TokenOpt = None,
+    collection: CollectionOpt = None,
+    embedder: EmbedderOpt = None,
+    embed_base_url: EmbedUrlOpt = None,
+    llm: LlmOpt = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    api_key: ApiKeyOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    context_window: Annotated[
+        int | None, typer.Option(help="model context in tokens [OSSRAG_CONTEXT_WINDOW]")
+    ] = None,
+    answer_tokens: Annotated[
+        int | None, typer.Option(help="tokens kept for reasoning + answer [OSSRAG_ANSWER_TOKENS]")
+    ] = None,
+    agent: Annotated[
+        bool, typer.Option("--agent", help="let the model search through tools, several times")
+    ] = False,
+    json_schema: Annotated[
+        Path | None,
+        typer.Option(help="answer as JSON: {answer, citations, ...} plus this schema's fields"),
+    ] = None,
+    path: PathOpt = [],  # noqa: B006
+    type_: TypeOpt = [],  # noqa: B006
+    since: SinceOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Answer a question from your documents, streaming, with numbered sources."""
+    passages: list[Passage] = []
+    try:
+        settings = _settings(
+            db=db, token=token, collection=collection, embedder=embedder,
+            embed_base_url=embed_base_url, top_k=k, mode=mode, effort=effort, llm=llm,
+            base_url=base_url, model=model, api_key=api_key, max_tokens=max_tokens,
+            context_window=context_window, answer_tokens=answer_tokens,
+        )  # fmt: skip
+        where = _where(path, type_, since)
+        if json_schema is not None:
+            if agent:
+                raise ConfigError("use --agent or --json-schema, not both")
+            schema = load_schema(json_schema)
+            index = Index(settings)
+            structured = index.ask_structured(question, schema, where=where)
+            index.close()
+            if structured.notice:
+                err.print(f"[yellow]note:[/] {shown(structured.notice)}")
+            _print_json(structured.to_dict())
+            return
+        index = Index(settings)
+        answer: Answer | None = None
+        printer = StreamPrinter(out, err, show_reasoning and not json_output)
+        events = (
+            index.agent_stream(question, where=where)
+            if agent
+            else index.ask_stream(question, where=where)
+        )
+        for event in events:
+            if isinstance(event, ToolStep):
+                if not json_output:
+                    err.print(f"[dim]{shown(event.summary)}[/]")
+            elif isinstance(event, Retrieved):
+                passages = event.result.passages
+                if event.result.notice and not json_output:
+                    err.print(f"[yellow]note:[/] {shown(event.result.notice)}")
+            elif isinstance(event, ReasoningDelta):
+                printer.reasoning(event.text)
+            elif isinstance(event, ContentDelta):
+                if not json_output:
+                    printer.content(event.text)
+            elif isinstance(event, Answer):
+                answer = event
+        index.close()
+    except USER_ERRORS as exc:
+        if json_output:  # the passages found so far and the error, as one JSON object
+            failed = Answer(question, "", "", passages)
+            _print_json({**failed.to_dict(), "answer": None, "error": str(exc)})
+        elif passages:
+            err.print()
+            _print_sources(passages, err)
+        raise _fail(str(exc)) from None
+    assert answer is not None
+    if json_output:
+        _print_json(answer.to_dict())
+        return
+    out.print("\n")
+    if answer.notice and agent:
+        err.print(f"[yellow]note:[/] {shown(answer.notice)}")
+    for line, style in report_lines(answer.claims, show_evidence):
+        out.print(terminal_safe(line), style=style, markup=False)
+    _print_sources(answer.passages, out)
+
+
+@app.command()
+def chat(
+    k: KOpt = None,
+    mode: ModeOpt = None,
+    effort: EffortOpt = None,
+    show_reasoning: Annotated[bool, typer.Option(help="print the model's reasoning")] = False,
+    db: DbOpt = None,
+    collection: CollectionOpt = None,
+    embedder: EmbedderOpt = None,
+    embed_base_url: EmbedUrlOpt = None,
+    llm: LlmOpt = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    api_key: ApiKeyOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    path: PathOpt = [],  # noqa: B006
+    type_: TypeOpt = [],  # noqa: B006
+    since: SinceOpt = None,
+) -> None:
+    """Talk with your documents; follow-ups are understood. Reads stdin when piped."""
+    with _user_errors():
+        settings = _settings(
+            db=db, collection=collection, embedder=embedder, embed_base_url=embed_base_url,
+            top_k=k, mode=mode, effort=effort, llm=llm, base_url=base_url, model=model,
+            api_key=api_key, max_tokens=max_tokens,
+        )  # fmt: skip
+        where = _where(path, type_, since)
+        index = Index(settings)
+        session = ChatSession(index, settings.effort, show_reasoning, where=where)
+        err.print(f"[dim]{shown(CHAT_HELP)}[/]")
+        run_chat(session, input_lines(), out, err)
+        index.close()
+
+
+@app.command()
+def status(
+    db: DbOpt = None,
+    token: TokenOpt = None,
+    collection: CollectionOpt = None,
+    llm: LlmOpt = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    api_key: ApiKeyOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Where the store is, what it holds, and whether the LLM answers."""
+    with _user_errors():
+        settings = _settings(
+            db=db, token=token, collection=collection, llm=llm, base_url=base_url, model=model,
+            api_key=api_key,
+        )  # fmt: skip
+        index = Index(settings)
+        report = index.status()
+        index.close()
+    if json_output:
+        _print_json(report)
+        return
+    llm_state = "[green]answering[/]" if report["llm"]["ok"] else "[red]not answering[/]"
+    embedder_info = report["embedder"]
+    rows = [
+        ("store", shown(f"{report['db']} (collection {report['collection']})")),
+        ("content", f"{report['files']} files, {report['chunks']} chunks"),
+        ("embedder", f"{embedder_info['name']} ({embedder_info['dim'] or '?'}-d)"),
+        *(
+            (
+                "collections" if n == 0 else "",
+                f"{shown(c['name'])}: {c['files']} files, {c['chunks']} chunks",
+            )
+            for n, c in enumerate(report["collections"])
+        ),
+        (
+            "llm",
+            f"{shown(report['llm']['model'])} at {shown(report['llm']['base_url'])} — {llm_state}",
+        ),
+        ("", f"[dim]{shown(report['llm']['detail'])}[/]"),
+    ]
+    table = Table(show_header=False, box=None, padding=(0, 1))
+    for name, value in rows:
+        table.add_row(f"[bold]{name}[/]", value)
+    out.print(table)
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    question_set: Annotated[Path, typer.Argument(help="JSONL: question, lang, evidence, ...")],
+    corpus: Annotated[
+        Path | None, typer.Option(help="ingest this folder into a throwaway store first")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", help="passages retrieved per question")] = 10,
+    baseline: Annotated[
+        str | None, typer.Option(help="also run a baseline recipe: tutorial")
+    ] = None,
+    mode: ModeOpt = None,
+    rewrite: Annotated[
+        bool, typer.Option(help="expand/translate questions through the LLM first")
+    ] = False,
+    show_misses: Annotated[
+        bool, typer.Option(help="list questions missed in the top 5, with each route's ranks")
+    ] = False,
+    html_path: Annotated[Path | None, typer.Option("--html", help="write an HTML report")] = None,
+    path: PathOpt = [],  # noqa: B006
+    type_: TypeOpt = [],  # noqa: B006
+    since: SinceOpt = None,
+    db: DbOpt = None,
+    token: TokenOpt = None,
+    collection: CollectionOpt = None,
+    embedder: EmbedderOpt = None,
+    llm: LlmOpt = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    api_key: ApiKeyOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Recall@1/3/5/10, MRR@10 and latency of retrieval on a question set."""
+    with _user_errors():
+        settings = _settings(
+            db=db, token=token, collection=collection, embedder=embedder, mode=mode, llm=llm,
+            base_url=base_url, model=model, api_key=api_key,
+        )  # fmt: skip
+        items = load_items(question_set)
+        if corpus is not None and not corpus.is_dir():
+            raise EvalError(f"--corpus {corpus}: not a directory")
+        if not json_output:
+            err.print(f"[dim]{len(items)} questions; preparing stores…[/]")
+        reports = retrieval_reports(
+            settings, items, corpus=corpus, k=k, baseline=baseline, rewrite=rewrite,
+            where=_where(path, type_, since),
+            explain_misses=show_misses,
+        )  # fmt: skip
+    summaries = {report.name: report.summary() for report in reports}
+    if html_path is not None:
+        info = run_info(
+            settings, question_set, len(items), recipes=", ".join(summaries),
+            corpus=str(corpus) if corpus else "the configured store", k=str(k),
+            rewrite="on" if rewrite else "off",
+        )  # fmt: skip
+        page = retrieval_html(reports, f"ossrag retrieval: {question_set.name}", info)
+        html_path.write_text(page, "utf-8")
+        if not json_output:
+            err.print(f"[dim]report: {html_path}[/]")
+    if json_output:
+        payload = dict(summaries["ossrag"])
+        if len(reports) > 1:
+            payload["baselines"] = {name: s for name, s in summaries.items() if name != "ossrag"}
+        if show_misses:
+            payload["misses"] = {report.name: report.misses() for report in reports}
+        _print_json(payload)
+        return
+    table = Table(title=f"retrieval on {question_set.name} (n={len(items)})")
+    table.add_column("metric")
+    for name in summaries:
+        table.add_column(name, justify="right")
+    keys = [f"recall@{n}" for n in RECALL_AT] + ["mrr@10"]
+    for key in keys:
+        table.add_row(key, *(f"{s[key]:.3f}" for s in summaries.values()))
+    langs = sorted({lang for s in summaries.values() for lang in s["by_lang"]})
+    if len(langs) > 1:
+        for lang in langs:
+            for key in ("recall@5", "mrr@10"):
+                table.add_row(
+                    f"{lang} {key}",
+                    *(f"{s['by_lang'].get(lang, {}).get(key, 0):.3f}" for s in summaries.values()),
+                )
+    for key in ("p50", "p95"):
+        table.add_row(
+            f"latency {key} ms", *(f"{s['latency_ms'][key]:.1f}" for s in summaries.values())
+        )
+    out.print(table)
+    for report in reports:
+        if report.notice:
+            err.print(f"[yellow]note:[/] {report.name}: {shown(report.notice)}")
+    if show_misses:
+        for report in reports:
+            for miss in report.misses():
+                out.print(
+                    f"[bold]{report.name}[/] {miss['id']} (rank {miss['rank']}): "
+                    f"{shown(miss['question'])}\n  expected {miss['expected']}; got "
+                    + "; ".join(shown(g) for g in miss["got"])
+                )
+                for line in expect_lines(miss["expect"]) if "expect" in miss else []:
+                    out.print("  " + terminal_safe(line), markup=False)
+
+
+@eval_app.command("answers")
+def eval_answers(
+    question_set: Annotated[Path, typer.Argument(help="JSONL: question, evidence, answer, ...")],
+    models: Annotated[
+        list[str], typer.Option("--model", help="model to compare (repeat for several)")
+    ],
+    judge_model: Annotated[
+        str | None, typer.Option("--judge", help="model scoring correctness + faithfulness")
+    ] = None,
+    efforts: Annotated[str, typer.Option("--effort", help="comma-separated efforts")] = "medium",
+    limit: Annotated[int | None, typer.Option(help="only the first N questions")] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help="JSONL of finished answers: re-runs resume from it")
+    ] = None,
+    html_path: Annotated[Path | None, typer.Option("--html", help="write an HTML report")] = None,
+    k: KOpt = None,
+    mode: ModeOpt = None,
+    db: DbOpt = None,
+    token: TokenOpt = None,
+    collection: CollectionOpt = None,
+    embedder: EmbedderOpt = None,
+    embed_base_url: EmbedUrlOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Compare models and reasoning efforts on a question set: quality, speed, citations."""
+    with _user_errors():
+        wanted = [e.strip() for e in efforts.split(",") if e.strip()]
+        if not wanted or any(e not in EFFORTS for e in wanted):
+            raise ConfigError(f"--effort {efforts!r}: use some of {','.join(EFFORTS)}")
+        settings = _settings(
+            db=db, token=token, collection=collection, embedder=embedder,
+            embed_base_url=embed_base_url, top_k=k, mode=mode, base_url=base_url,
+            api_key=api_key, max_tokens=max_tokens,
+        )  # fmt: skip
+        items = load_items(question_set)[:limit]
+        cache = cache or answers_cache_path(settings, question_set)
+        if not json_output:
+            err.print(f"[dim]{len(items)} questions · cache {cache}[/]")
+        index = Index(settings)
+
+        def show(row: AnswerRow) -> None:
+            if not json_output:
+                mark = "[green]hit[/]" if row.citation_hit else "[red]miss[/]"
+                err.print(f"[dim]{shown(row.model)} {row.effort} {shown(row.id)}[/] {mark}")
+
+        rows = compare_answers(
+            index, items, models, wanted, judge_model=judge_model, cache=cache, progress=show
+        )
+        index.close()
+    summary = summarise_answers(rows)
+    if html_path is not None:
+        info = run_info(
+            settings, question_set, len(items), models=", ".join(models),
+            efforts=", ".join(wanted), judge=judge_model or "none",
+        )  # fmt: skip
+        page = answers_html(rows, summary, f"ossrag answers: {question_set.name}", info)
+        html_path.write_text(page, "utf-8")
+    notes = effort_notes(summary)
+    if json_output:
+        _print_json({"summary": summary, "notes": notes, "rows": [asdict(r) for r in rows]})
+        return
+    for note in notes:
+        err.print(f"[yellow]note:[/] {shown(note)}")
+    # Fits 80 columns: two-line headers, no vertical rules, long model names wrap (--json: whole).
+    table = Table(
+        title=f"answers on {question_set.name} (n={len(items)})",
+        box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
+    )  # fmt: skip
+    columns = {"model": ("model", "text"), "effort": ("effort", "text"),
+               "citation_hit": ("cited\nok", "rate"), "correctness": ("cor-\nrect", "score"),
+               "faithfulness": ("faith-\nful", "score"), "ttft_ms_p50": ("TTFT\nms", "ms"),
+               "total_ms_p50": ("total\nms", "ms"), "tokens_per_s": ("tok/s", "speed"),
+               "reasoning_chars": ("reas.\nchars", "int"), "errors": ("err", "int")}  # fmt: skip
+    for key, (header, _) in columns.items():
+        table.add_column(
+            header, justify="left" if key in ("model", "effort") else "right", overflow="fold",
+            min_width=12 if key == "model" else None, no_wrap=key != "model",
+        )  # fmt: skip
+    for s in summary:
+        table.add_row(*(shown(fmt(s[key], kind)) for key, (_, kind) in columns.items()))
+    out.print(table)
+    # The claim checks (ossrag.generate.claims), as shares of the cited claims, on a line each:
+    # the table has no room left at 80 columns.
+    for s in summary:
+        if s["citation_precision"] is not None:
+            out.print(
+                f"claims {shown(s['model'])} {s['effort']}: "
+                f"{fmt(s['citation_precision'], 'rate')} supported, "
+                f"{fmt(s['unsupported_rate'], 'rate')} unsupported"
+            )
+    if html_path is not None:
+        err.print(f"[dim]report: {html_path}[/]")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to bind [OSSRAG_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="port [OSSRAG_PORT]")] = None,
+    api_keys: Annotated[
+        str | None, typer.Option(help="comma-separated client keys [OSSRAG_API_KEYS]")
+    ] = None,
+    api_keys_file: Annotated[
+        str | None, typer.Option(help="file with one client key a line [OSSRAG_API_KEYS_FILE]")
+    ] = None,
+    allowed_root: Annotated[
+        list[str], typer.Option(help="directory POST /v1/ingest may read (repeatable)")
+    ] = [],  # noqa: B006
+    cors_origin: Annotated[
+        list[str], typer.Option(help="origin allowed by CORS (repeatable; default: CORS off)")
+    ] = [],  # noqa: B006
+    allowed_host: Annotated[
+        list[str],
+        typer.Option(help="Host header name to answer besides loopback and --host (repeatable)"),
+    ] = [],  # noqa: B006
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="allow a non-loopback host without API keys")
+    ] = False,
+    watch: Annotated[
+        list[str], typer.Option(help="directory to keep in sync as its files change (repeatable)")
+    ] = [],  # noqa: B006
+    request_timeout: Annotated[
+        float | None, typer.Option(help="seconds a request may take [OSSRAG_REQUEST_TIMEOUT]")
+    ] = None,
+    k: KOpt = None,
+    mode: ModeOpt = None,
+    effort: EffortOpt = None,
+    db: DbOpt = None,
+    token: TokenOpt = None,
+    collection: Annotated[
+        list[str],
+        typer.Option(help="collection served as model ossrag/<name> (repeatable; first: default)"),
+    ] = [],  # noqa: B006
+    embedder: EmbedderOpt = None,
+    embed_base_url: EmbedUrlOpt = None,
+    llm: LlmOpt = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    api_key: ApiKeyOpt = None,
+    max_tokens: MaxTokensOpt = None,
+) -> None:
+    """Serve an OpenAI-compatible RAG API (/v1/chat/completions, /docs) and a web UI (/)."""
+    with _user_errors():
+        settings = _settings(
+            host=host, port=port, api_keys=api_keys, api_keys_file=api_keys_file,
+            allowed_roots=allowed_root or None, cors_origins=cors_origin or None,
+            allowed_hosts=allowed_host or None,
+            watch=watch or None,
+            insecure=insecure or None, request_timeout=request_timeout, top_k=k, mode=mode,
+            effort=effort, db=db, token=token, collection=collection[0] if collection else None,
+            collections=collection or None, embedder=embedder,
+            embed_base_url=embed_base_url, llm=llm, base_url=base_url, model=model,
+            api_key=api_key, max_tokens=max_tokens,
+        )  # fmt: skip
+        from ossrag.http.app import serve as run_server  # FastAPI loads only for this command
+
+        run_server(settings)
+
+
+@app.command("mcp")
+def mcp_stdio(
+    ask: Annotated[
+        bool | None,
+        typer.Option("--ask/--no-ask", help="offer the ask tool [default: if the LLM answers]"),
+    ] = None,
+    k: KOpt = None,
+    mode: ModeOpt = None,
+    effort: EffortOpt = None,
+    db: DbOpt = None,
+    token: TokenOpt = None,
+    collection: CollectionOpt = None,
+    embedder: EmbedderOpt = None,
+    embed_base_url: EmbedUrlOpt = None,
+    llm: LlmOpt = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Serve the index to MCP clients (Claude Desktop, Cursor, VS Code) over stdio."""
+    with _user_errors():
+        settings = _settings(
+            top_k=k, mode=mode, effort=effort, db=db, token=token, collection=collection,
+            embedder=embedder, embed_base_url=embed_base_url, llm=llm, base_url=base_url,
+            model=model, api_key=api_key,
+        )  # fmt: skip
+        from ossrag.mcp.server import build_mcp_server, serve_stdio  # the SDK loads only here
+
+        index = Index(settings)
+        try:
+            with redirect_stdout(sys.stderr):  # stdout is the protocol's alone
+                index.embedder.embed_query("warm up")
+                index.store.info()
+                if ask is None:
+                    ask, detail = index.llm.check()
+                    if not ask:
+                        err.print(f"[dim]no ask tool: LLM not answering: {shown(detail)}[/]")
+            serve_stdio(build_mcp_server(index, ask=ask))
+        finally:
+            index.close()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _quiet_libraries()
+    app()

@@ -1,0 +1,2 @@
+"""Measure: retrieval metrics on a question set (`retrieval`), answers compared across models
+and efforts (`compare`), HTML reports (`report`)."""

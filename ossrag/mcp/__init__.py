@@ -1,0 +1,1 @@
+"""The MCP door: the engine's search, sources and answers as MCP tools and resources."""
