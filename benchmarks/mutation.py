@@ -34,7 +34,7 @@ RANKING = "__init__ from_rows dense bm25 hybrid _relative _query_terms _bm25_sco
 # area -> mutmut names of its functions (module.x_function, module.xǁClassǁmethod), globbed
 AREAS: dict[str, list[str]] = {
     "fusion and ranking": [
-        "ossrag.store.memory.x_bm25_terms",
+        "ossrag.embed.lexical.x_bm25_terms",
         *(f"ossrag.store.memory.xǁSearchIndexǁ{name}" for name in RANKING),
         "ossrag.retrieve.retriever.x_score_fusion",
     ],
