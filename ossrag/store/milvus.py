@@ -6,7 +6,6 @@ import fcntl
 import functools
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,13 +27,15 @@ from pymilvus import (
 )
 from pymilvus.client.types import Status
 
-from ossrag.embed.crosslingual import Lexicon, load_word_encoder
+from ossrag.embed.crosslingual import Lexicon
 from ossrag.embed.encoders import Vectors
 from ossrag.embed.lexical import bm25_terms
 from ossrag.records import Chunk
 from ossrag.store.filters import Filter
 from ossrag.store.fusion import WEIGHTED_DENSE_WEIGHT, FusionRule, Reciprocal, Relative, Weighted
-from ossrag.store.memory import Ranked, SearchIndex, limit_blas_threads
+from ossrag.store.local import IndexSearcher, LocalCopy
+from ossrag.store.memory import SearchIndex
+from ossrag.store.search import Hit, Scope, Searcher, doc_id_filter, milvus_string
 
 SCHEMA_VERSION = 2  # 2: the manifest records how each file was chunked
 INFO_ID = "__ossrag_collection__"
@@ -129,46 +130,8 @@ class FileRecord:
     chunking: str = ""  # the chunker and its settings: a change re-chunks the file
 
 
-@dataclass(frozen=True)
-class Hit:
-    """A raw search hit: chunk fields plus Milvus's distance."""
-
-    distance: float
-    entity: dict[str, Any]
-
-
 def _is_local(uri: str) -> bool:
     return not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
-
-
-_MILVUS_STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
-
-
-def milvus_string(value: str) -> str:
-    """`value` as a double-quoted string literal of Milvus's filter grammar.
-
-    Milvus (Lite and server) knows the escapes \\\\, \\", \\n and \\r but not JSON's \\uXXXX, so
-    any other character, non-ASCII or control, goes in as itself.
-    """
-    return '"' + value.translate(_MILVUS_STRING_ESCAPES) + '"'
-
-
-def _doc_id_filter(doc_ids: Iterable[str], negate: bool = False) -> str:
-    return f"doc_id {'not in' if negate else 'in'} [{', '.join(milvus_string(d) for d in doc_ids)}]"
-
-
-@dataclass(frozen=True)
-class Scope:
-    """The files a filtered search may return: those `kept`, not those `dropped`."""
-
-    kept: frozenset[str]
-    dropped: frozenset[str]
-
-    def expr(self) -> str:
-        """A Milvus boolean expression over doc ids, the shorter of the two lists."""
-        if len(self.dropped) < len(self.kept):
-            return _doc_id_filter(sorted(self.dropped), negate=True) if self.dropped else ""
-        return _doc_id_filter(sorted(self.kept))
 
 
 class Store:
@@ -201,10 +164,12 @@ class Store:
         self._loaded = False
         self._writing = False
         self._syncing = False  # an ingest is under way: readers keep the last complete index
-        self._index: SearchIndex | None = None
-        self._index_lock = threading.Lock()
-        self._lexicon: Lexicon | None = None
-        self._lexicon_lock = threading.Lock()
+        self._local = (
+            LocalCopy(Path(uri).expanduser() / "ossrag-search" / collection, self._all_rows)
+            if _is_local(uri)
+            else None
+        )
+        self._milvus = MilvusSearcher(self.client, collection)
         self._manifest: tuple[str, dict[str, FileRecord]] | None = None  # (generation, files)
         self._creating = False  # between the manifest collection and its info row
 
@@ -394,7 +359,8 @@ class Store:
                 self.client.drop_collection(name)
         self._info = None
         self._loaded = False
-        self._index = None
+        if self._local is not None:
+            self._local.index = None
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -444,7 +410,7 @@ class Store:
         if ids:
             self._begin_write()
         for start in range(0, len(ids), 500):
-            self.client.delete(collection, filter=_doc_id_filter(ids[start : start + 500]))
+            self.client.delete(collection, filter=doc_id_filter(ids[start : start + 500]))
 
     @_milvus_call("flush")
     def flush(self) -> None:
@@ -484,7 +450,7 @@ class Store:
     @_milvus_call("list chunks")
     def chunk_ids(self, doc_ids: Sequence[str] | None = None) -> dict[str, str]:
         """Chunk id → doc id, for all chunks or those of some files."""
-        expr = 'id != ""' if doc_ids is None else _doc_id_filter(doc_ids)
+        expr = 'id != ""' if doc_ids is None else doc_id_filter(doc_ids)
         rows = self._query_all(self.collection, expr, ["id", "doc_id"])
         return {row["id"]: row["doc_id"] for row in rows}
 
@@ -495,7 +461,7 @@ class Store:
         if not doc_ids:
             return {}
         rows = self._query_all(
-            self.collection, _doc_id_filter(doc_ids), ["heading", "text", "dense"]
+            self.collection, doc_id_filter(doc_ids), ["heading", "text", "dense"]
         )
         return {
             (f"{row['heading']}\n{row['text']}" if row["heading"] else row["text"]): np.asarray(
@@ -542,8 +508,102 @@ class Store:
     @_milvus_call("search")
     def search_dense(self, vector: Vectors, limit: int, scope: Scope | None = None) -> list[Hit]:
         """The nearest chunks by inner product; only those of `scope`'s files when given."""
-        if (index := self._search_index()) is not None:
-            return self._hits(index, index.dense(vector, limit, _mask(index, scope)))
+        return self._searcher().dense(vector, limit, scope)
+
+    @_milvus_call("search")
+    def search_bm25(self, query: str, limit: int, scope: Scope | None = None) -> list[Hit]:
+        """The chunks BM25 ranks best for the query's terms (none: no hits)."""
+        terms = bm25_terms(query)
+        return self._searcher().bm25(terms, limit, scope) if terms else []
+
+    @_milvus_call("search")
+    def search_hybrid(
+        self,
+        vector: Vectors,
+        query: str,
+        limit: int,
+        depth: int,
+        fusion: FusionRule,
+        scope: Scope | None = None,
+    ) -> list[Hit]:
+        """Dense and BM25 routes, `depth` candidates each, fused as `fusion` says (a query
+        without terms is searched dense)."""
+        terms = bm25_terms(query)
+        if not terms:
+            return self._searcher().dense(vector, limit, scope)
+        return self._searcher().hybrid(vector, terms, limit, depth, fusion, scope)
+
+    def _searcher(self) -> Searcher:
+        """The in-memory copy when it can answer, otherwise Milvus."""
+        index = self._search_index()
+        return IndexSearcher(index) if index is not None else self._milvus
+
+    @contextmanager
+    def syncing(self) -> Iterator[None]:
+        """While an ingest writes: searches keep using the last complete in-memory index (and
+        lexicon) instead of waiting behind the writer; `prepare_search` swaps in the new one."""
+        self._syncing = True
+        try:
+            yield
+        finally:
+            self._syncing = False
+
+    @_milvus_call("build the search index")
+    def prepare_search(self) -> None:
+        """Build (or load) the in-memory index of what is stored now, and let searches use it."""
+        info = self.info()
+        if self._local is None or not self.memory_index or self._writing:
+            return
+        if info is not None and info.bm25:
+            self._local.index_of(info.generation, info.dim)
+
+    def _search_index(self) -> SearchIndex | None:
+        """The in-memory index to search, or None to search in Milvus: during an ingest, the
+        last complete one; otherwise the current generation's, built when missing."""
+        if self._local is None or not self.memory_index:
+            return None
+        if self._local.index is not None and self._syncing:
+            return self._local.index
+        info = self.info()
+        if self._writing or info is None or not info.bm25:
+            return None
+        return self._local.index_of(info.generation, info.dim)
+
+    def _all_rows(self) -> Iterator[dict[str, Any]]:
+        """Every chunk row with its vector and terms, for the in-memory index."""
+        self._load()
+        # Milvus's largest page: Lite's iterator costs per page (100k rows: 53 s at 1000, 25 s).
+        fields = [*CHUNK_FIELDS, "dense", "terms"]
+        return self._query_all(self.collection, 'id != ""', fields, batch_size=16384)
+
+    def lexicon(self) -> Lexicon | None:
+        """The corpus vocabulary for questions in other languages (see ossrag.embed.crosslingual).
+
+        Needs the in-memory index (the words come from its rows) and the word encoder; None
+        otherwise. Saved beside the index and rebuilt with it, embedding only new words. During
+        an ingest, the last complete one.
+        """
+        if self._syncing and self._local is not None and self._local.lexicon is not None:
+            return self._local.lexicon
+        return self.prepare_lexicon()
+
+    @_milvus_call("build the cross-lingual lexicon")
+    def prepare_lexicon(self) -> Lexicon | None:
+        """The lexicon of the index searched now, built (or loaded) if it is of an older one."""
+        index = self._search_index()
+        if index is None or self._local is None:
+            return None
+        return self._local.lexicon_of(index)
+
+
+class MilvusSearcher:
+    """A `Searcher` that asks Milvus: any server, or Lite while it has unflushed writes."""
+
+    def __init__(self, client: MilvusClient, collection: str) -> None:
+        self.client = client
+        self.collection = collection
+
+    def dense(self, vector: Vectors, limit: int, scope: Scope | None) -> list[Hit]:
         result = self.client.search(
             self.collection,
             data=[vector.tolist()],
@@ -555,13 +615,7 @@ class Store:
         )
         return [Hit(hit["distance"], hit["entity"]) for hit in result[0]]
 
-    @_milvus_call("search")
-    def search_bm25(self, query: str, limit: int, scope: Scope | None = None) -> list[Hit]:
-        terms = bm25_terms(query)
-        if not terms:
-            return []
-        if (index := self._search_index()) is not None:
-            return self._hits(index, index.bm25(terms, limit, _mask(index, scope)))
+    def bm25(self, terms: str, limit: int, scope: Scope | None) -> list[Hit]:
         result = self.client.search(
             self.collection,
             data=[terms],
@@ -574,27 +628,17 @@ class Store:
         # Milvus Lite returns BM25 scores negated (best = most negative); make higher better.
         return [Hit(abs(hit["distance"]), hit["entity"]) for hit in result[0]]
 
-    @_milvus_call("search")
-    def search_hybrid(
+    def hybrid(
         self,
         vector: Vectors,
-        query: str,
+        terms: str,
         limit: int,
         depth: int,
         fusion: FusionRule,
-        scope: Scope | None = None,
+        scope: Scope | None,
     ) -> list[Hit]:
-        """Dense and BM25 routes, `depth` candidates each, fused as `fusion` says.
-
-        Milvus itself has no `Relative` fusion (its idf stays inside the server): a store without
-        the in-memory index fuses such searches with Milvus's weighted ranker at its default share.
-        """
-        terms = bm25_terms(query)
-        if not terms:
-            return self.search_dense(vector, limit, scope)
-        if (index := self._search_index()) is not None:
-            mask = _mask(index, scope)
-            return self._hits(index, index.hybrid(vector, terms, limit, depth, fusion, mask))
+        """Milvus has no `Relative` fusion (its idf stays inside the server): such searches are
+        fused with its weighted ranker at its default share."""
         expr = scope.expr() if scope else ""
         requests = [
             AnnSearchRequest(
@@ -623,105 +667,3 @@ class Store:
             self.collection, reqs=requests, ranker=ranker, limit=limit, output_fields=CHUNK_FIELDS
         )
         return [Hit(hit["distance"], hit["entity"]) for hit in result[0]]
-
-    @contextmanager
-    def syncing(self) -> Iterator[None]:
-        """While an ingest writes: searches keep using the last complete in-memory index (and
-        lexicon) instead of waiting behind the writer; `prepare_search` swaps in the new one."""
-        self._syncing = True
-        try:
-            yield
-        finally:
-            self._syncing = False
-
-    @_milvus_call("build the search index")
-    def prepare_search(self) -> None:
-        """Build and save the in-memory index of what is stored now, and let searches use it."""
-        info = self.info()
-        if not self.memory_index or self._writing or info is None or not info.bm25:
-            return
-        with self._index_lock:
-            if self._index is None or self._index.generation != info.generation:
-                self._index = self._open_index(info)
-
-    def _search_index(self) -> SearchIndex | None:
-        """The in-memory index to search, or None to search in Milvus: during an ingest, the
-        last complete one; otherwise the current generation's, built when missing."""
-        current = self._index
-        if current is not None and self._syncing:
-            return current
-        info = self.info()
-        if not self.memory_index or self._writing or info is None or not info.bm25:
-            return None
-        if current is not None and current.generation == info.generation:
-            return current
-        self.prepare_search()
-        return self._index
-
-    def _open_index(self, info: CollectionInfo) -> SearchIndex:
-        """Load the saved index of this generation, or build it from the collection and save it."""
-        limit_blas_threads()
-        directory = self._index_directory()
-        if info.generation and (saved := SearchIndex.load(directory, info.generation)):
-            return saved
-        self._load()
-        # Milvus's largest page: Lite's iterator costs per page (100k rows: 53 s at 1000, 25 s).
-        fields = [*CHUNK_FIELDS, "dense", "terms"]
-        rows = self._query_all(self.collection, 'id != ""', fields, batch_size=16384)
-        index = SearchIndex.from_rows(info.generation, rows, info.dim)
-        if info.generation:  # a store last written by an older ossrag has none: keep in memory
-            try:
-                index.save(directory)
-            except OSError as exc:
-                logging.getLogger(__name__).warning("search index not saved: %s", exc)
-        return index
-
-    def lexicon(self) -> Lexicon | None:
-        """The corpus vocabulary for questions in other languages (see ossrag.embed.crosslingual).
-
-        Needs the in-memory index (the words come from its rows) and the word encoder; None
-        otherwise. Saved beside the index and rebuilt with it, embedding only new words. During
-        an ingest, the last complete one.
-        """
-        if self._syncing and self._lexicon is not None:
-            return self._lexicon
-        return self.prepare_lexicon()
-
-    @_milvus_call("build the cross-lingual lexicon")
-    def prepare_lexicon(self) -> Lexicon | None:
-        """The lexicon of the index searched now, built (or loaded) if it is of an older one."""
-        index = self._search_index()
-        if index is None or (encoder := load_word_encoder()) is None:
-            return None
-        with self._lexicon_lock:
-            if self._lexicon is None or self._lexicon.generation != index.generation:
-                path = self._index_directory().with_name(f"{self.collection}.lexicon.npz")
-                saved = Lexicon.load(path)
-                if saved is not None and saved.generation == index.generation != "":
-                    self._lexicon = saved
-                else:
-                    texts = (
-                        f"{index.rows.string('heading', row)}\n{index.rows.string('text', row)}"
-                        for row in range(len(index))
-                    )
-                    previous = saved or self._lexicon  # whose word vectors to reuse
-                    self._lexicon = Lexicon.build(index.generation, texts, encoder, previous)
-                    try:  # kept even without a generation: its vectors stay valid
-                        self._lexicon.save(path)
-                    except OSError as exc:
-                        logging.getLogger(__name__).warning("lexicon not saved: %s", exc)
-            return self._lexicon
-
-    def _index_directory(self) -> Path:
-        return Path(self.uri).expanduser() / "ossrag-search" / self.collection
-
-    @staticmethod
-    def _hits(index: SearchIndex, ranked: Ranked) -> list[Hit]:
-        return [Hit(score, index.rows.row(position)) for position, score in ranked]
-
-
-def _mask(index: SearchIndex, scope: Scope | None) -> np.ndarray | None:
-    """Which of the index's rows belong to the scope's files (None: every row)."""
-    if scope is None:
-        return None
-    return index.rows_of(scope.kept)
