@@ -16,6 +16,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from ossrag.errors import ConfigError, setting
+
 Effort = Literal["low", "medium", "high"]
 Mode = Literal["hybrid", "dense", "bm25"]
 FusionName = Literal["relative", "weighted", "rrf"]
@@ -29,10 +31,6 @@ LLM_PRESETS: dict[str, dict[str, str]] = {
     "llamacpp": {"base_url": "http://localhost:8080/v1", "model": "gpt-oss-20b"},
     "openrouter": {"base_url": "https://openrouter.ai/api/v1", "model": "openai/gpt-oss-120b"},
 }
-
-
-class ConfigError(Exception):
-    """A setting has a bad value; the message names it."""
 
 
 def config_file() -> Path:
@@ -71,7 +69,6 @@ class Settings(BaseSettings):
     )
     embed_base_url: str = Field("", description="endpoint for openai:<model> embedders")
     embed_api_key: str = ""
-    embed_batch_size: int = Field(64, ge=1)
     chunk_tokens: int = Field(256, ge=32, description="max tokens a chunk may send the embedder")
     chunk_overlap: int = Field(32, ge=0)
     # Retrieval
@@ -204,7 +201,7 @@ def load_settings(**overrides: Any) -> Settings:
         err = exc.errors()[0]
         field = ".".join(str(part) for part in err["loc"]) or "settings"
         raise ConfigError(
-            f"bad setting {field} (flag --{field.replace('_', '-')} or OSSRAG_{field.upper()}): "
+            f"bad setting {setting(field) if field in Settings.model_fields else field}: "
             f"{err['msg']}"
         ) from None
     except Exception as exc:  # a malformed config file

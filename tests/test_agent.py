@@ -205,7 +205,7 @@ def test_loop_is_bounded_by_tool_calls(index: Index, server: ScriptedLLMServer) 
     bodies = server.bodies()
     assert len(bodies) == 3
     assert "tools" not in bodies[-1] and bodies[-1]["messages"][-1]["content"] == FINAL_NOTE
-    assert "limit of 2 tool calls" in result.notice and "OSSRAG_AGENT_MAX_CALLS" in result.notice
+    assert "limit of 2 tool calls" in result.notice and "(agent_max_calls)" in result.notice
     assert result.text == "Best effort [1]." and result.passages
 
 
@@ -239,7 +239,7 @@ def test_falls_back_to_single_shot(index: Index, server: ScriptedLLMServer, refu
 
 
 def test_other_errors_are_not_hidden(index: Index, server: ScriptedLLMServer) -> None:
-    from ossrag.generate.llm import LLMError
+    from ossrag.errors import LLMError
 
     server.enqueue(Reply(status=400, error="bad temperature"))
     with pytest.raises(LLMError, match="bad temperature"):

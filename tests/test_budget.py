@@ -77,7 +77,7 @@ def test_question_that_cannot_fit_is_a_clear_error() -> None:
     with pytest.raises(ContextBudgetError) as info:
         budget.fit("why " * 600, [passage(1, 10)])
     message = str(info.value)
-    assert "only 512 fit" in message and "OSSRAG_CONTEXT_WINDOW" in message
+    assert "only 512 fit" in message and "raise context_window" in message
     assert "\n" not in message
 
 
@@ -88,7 +88,7 @@ def test_defaults_per_server() -> None:
     assert Budget.from_settings(load_settings(llm="vllm", max_tokens=3000)).answer_tokens == 3000
     custom = load_settings(base_url="http://gpu:11434/v1", context_window=32768, answer_tokens=4096)
     assert Budget.from_settings(custom) == Budget(32768, 4096)
-    with pytest.raises(ContextBudgetError, match="OSSRAG_ANSWER_TOKENS"):
+    with pytest.raises(ContextBudgetError, match="lower answer_tokens"):
         Budget.from_settings(load_settings(context_window=4096, answer_tokens=4096))
 
 

@@ -177,7 +177,7 @@ def test_status_json(store_env: dict[str, str]) -> None:
 def test_bad_setting_is_one_line(store_env: dict[str, str]) -> None:
     code, _, stderr = run(["search", "x"], store_env, OSSRAG_TOP_K="many")
     assert code == 1
-    assert stderr.strip().startswith("error: bad setting top_k")
+    assert stderr.strip().startswith("error: bad setting OSSRAG_TOP_K / -k: Input should be")
     assert "OSSRAG_TOP_K" in stderr and "Traceback" not in stderr
 
 

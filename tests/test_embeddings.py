@@ -16,7 +16,6 @@ from llm_server import ScriptedLLMServer
 from ossrag.config import load_settings
 from ossrag.embed.encoders import (
     Embedder,
-    EmbedderError,
     MiniLMEmbedder,
     QueryBatcher,
     SentenceTransformerEmbedder,
@@ -26,7 +25,7 @@ from ossrag.embed.encoders import (
     onnx_cache_dir,
 )
 from ossrag.engine.index import Index
-from ossrag.store.milvus import StoreError
+from ossrag.errors import EmbedderError, StoreError
 
 
 def test_default_embedder_is_normalised_and_semantic(embedder: Embedder) -> None:
@@ -126,7 +125,9 @@ def test_openai_compatible_endpoint() -> None:
 
 def test_openai_endpoint_down_is_one_line() -> None:
     embedder = load_embedder("openai:test-embed", "http://127.0.0.1:9/v1")
-    with pytest.raises(EmbedderError, match=r"127\.0\.0\.1:9.*OSSRAG_EMBED_BASE_URL") as caught:
+    with pytest.raises(
+        EmbedderError, match=r"127\.0\.0\.1:9.*\(set embed_base_url / embedder\)"
+    ) as caught:
         embedder.embed(["x"])
     assert "\n" not in str(caught.value)
 
@@ -135,7 +136,7 @@ def test_openai_endpoint_down_is_one_line() -> None:
     ("spec", "message"),
     [
         ("nonsense", "unknown embedder 'nonsense'"),
-        ("openai:x", "needs OSSRAG_EMBED_BASE_URL"),
+        ("openai:x", "needs embed_base_url"),
         ("pymilvus-default", "pymilvus"),
         ("st:/no/such/model", "cannot load sentence-transformers model"),
     ],

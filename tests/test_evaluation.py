@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from ossrag.cli.app import app
 from ossrag.config import Settings
 from ossrag.embed.encoders import Embedder
+from ossrag.errors import EvalError
 from ossrag.eval.retrieval import (
-    EvalError,
     EvalItem,
     first_relevant,
     load_items,

@@ -25,8 +25,9 @@ from ossrag.cli.app import app
 from ossrag.config import Mode, load_settings
 from ossrag.embed.encoders import Embedder
 from ossrag.engine.index import Index
+from ossrag.errors import FilterError
 from ossrag.http.app import create_app
-from ossrag.store.filters import Filter, FilterError, filter_from_json, make_filter, parse_since
+from ossrag.store.filters import Filter, filter_from_json, make_filter, parse_since
 
 pytestmark = pytest.mark.timeout(120)
 

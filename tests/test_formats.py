@@ -14,7 +14,8 @@ from ossrag.chunk.chunker import chunk_document
 from ossrag.config import load_settings
 from ossrag.embed.encoders import Embedder
 from ossrag.engine.index import Index
-from ossrag.load.files import Found, LoadError, discover, load
+from ossrag.errors import LoadError
+from ossrag.load.files import Found, discover, load
 from ossrag.records import Chunk, Document
 
 PAGES = [

@@ -10,7 +10,7 @@ from conftest import MILVUS_DOCS, EmbedderProxy, needs_shared
 
 from ossrag.embed.encoders import Embedder, Vectors
 from ossrag.engine.index import Index
-from ossrag.store.milvus import StoreError
+from ossrag.errors import StoreError
 
 
 def chunk_ids(index: Index) -> dict[str, str]:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from ossrag.errors import LoadError
 from ossrag.load import files as loaders
 from ossrag.load import registry
 from ossrag.load.files import (
     IGNORED_DIRS,
     SUPPORTED_SUFFIXES,
     Found,
-    LoadError,
     Skipped,
     discover,
     load,

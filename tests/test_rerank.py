@@ -58,9 +58,9 @@ def test_the_reranker_orders_the_first_stage_by_its_own_scores(
 
 
 def test_a_bad_reranker_setting_is_one_clear_line(tmp_path: Path) -> None:
-    with pytest.raises(RerankerError, match="unknown reranker 'onnx:x' \\(OSSRAG_RERANKER\\)"):
+    with pytest.raises(RerankerError, match="unknown reranker 'onnx:x' \\(reranker\\)"):
         load_reranker("onnx:x")
-    with pytest.raises(RerankerError, match=r"cannot load cross-encoder .*OSSRAG_RERANKER"):
+    with pytest.raises(RerankerError, match=r"cannot load cross-encoder .*\(set reranker\)"):
         load_reranker(f"st:{tmp_path / 'missing'}")
     env = {"OSSRAG_DB": str(tmp_path / "s.db"), "OSSRAG_CONFIG": str(tmp_path / "none.toml")}
     docs = write_docs(tmp_path / "docs")

@@ -25,12 +25,13 @@ from ossrag.config import Settings, load_settings
 from ossrag.console import terminal_safe
 from ossrag.embed.encoders import Embedder
 from ossrag.engine.index import Index
+from ossrag.errors import LLMError, LoadError
 from ossrag.generate.agent import ToolStep
 from ossrag.generate.answer import Answer
-from ossrag.generate.llm import LLMClient, LLMConfig, LLMError
+from ossrag.generate.llm import LLMClient, LLMConfig
 from ossrag.http.app import create_app
 from ossrag.http.guards import allowed_host_names, script_hash
-from ossrag.load.files import Found, LoadError, Skipped, discover, load, open_beneath
+from ossrag.load.files import Found, Skipped, discover, load, open_beneath
 from ossrag.store.search import milvus_string
 
 SECRET = "zebra marmalade quorum 7731"
@@ -548,7 +549,7 @@ def test_a_timeout_says_how_often_and_how_long_it_waited(llm_server: ScriptedLLM
         client.complete([{"role": "user", "content": "hi"}])
     assert re.fullmatch(
         r"the LLM at \S+ did not answer within 0\.3 s on any of 3 tries, \d+ s in all: "
-        r"raise the timeout \(OSSRAG_TIMEOUT / --timeout\), lower the reasoning effort, or "
+        r"raise the timeout \(timeout\), lower the reasoning effort, or "
         r"check the server",
         str(caught.value),
     ), str(caught.value)

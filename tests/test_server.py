@@ -25,9 +25,10 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from ossrag.cli.app import app as cli_app
-from ossrag.config import ConfigError, Settings, load_settings
+from ossrag.config import Settings, load_settings
 from ossrag.embed.encoders import Embedder
 from ossrag.engine.index import Index
+from ossrag.errors import ConfigError
 from ossrag.generate.rewrite import FOLLOW_UP_PROMPT
 from ossrag.http.app import check_bind, create_app
 

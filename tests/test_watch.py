@@ -20,11 +20,12 @@ from conftest import REPO, write_docs
 from test_server import LiveServer
 from watchfiles import Change
 
-from ossrag.config import ConfigError, load_settings
+from ossrag.config import load_settings
 from ossrag.embed.encoders import Embedder
 from ossrag.engine.index import Index
 from ossrag.engine.ingest import IngestReport
 from ossrag.engine.watch import Synced, _describe, watch_and_sync
+from ossrag.errors import ConfigError
 from ossrag.http.app import create_app
 from ossrag.store.milvus import CollectionInfo, Store
 

@@ -23,26 +23,30 @@ from rich.table import Table
 from ossrag.cli.chat import HELP as CHAT_HELP
 from ossrag.cli.chat import ChatSession, input_lines
 from ossrag.cli.chat import run as run_chat
-from ossrag.config import ConfigError, Effort, Mode, Settings, load_settings
+from ossrag.cli.words import cli_message
+from ossrag.config import Effort, Mode, Settings, load_settings
 from ossrag.console import StreamPrinter, shown, terminal_safe
-from ossrag.embed.encoders import EmbedderError
 from ossrag.engine.index import Index
 from ossrag.engine.ingest import Progress as IngestProgress
+from ossrag.errors import (
+    ConfigError,
+    EvalError,
+    OssragError,
+)
 from ossrag.eval.compare import Row as AnswerRow
 from ossrag.eval.compare import answers_cache_path, effort_notes
 from ossrag.eval.compare import compare as compare_answers
 from ossrag.eval.compare import summarise as summarise_answers
 from ossrag.eval.report import answers_html, fmt, retrieval_html, run_info
-from ossrag.eval.retrieval import RECALL_AT, EvalError, load_items, retrieval_reports
+from ossrag.eval.retrieval import RECALL_AT, load_items, retrieval_reports
 from ossrag.generate.agent import ToolStep
 from ossrag.generate.answer import Answer, Retrieved
 from ossrag.generate.claims import report_lines
-from ossrag.generate.llm import EFFORTS, ContentDelta, LLMError, ReasoningDelta
+from ossrag.generate.llm import EFFORTS, ContentDelta, ReasoningDelta
 from ossrag.generate.structured import load_schema
 from ossrag.records import Passage
 from ossrag.retrieve.retriever import expect_lines, explain_line
-from ossrag.store.filters import Filter, FilterError, make_filter
-from ossrag.store.milvus import StoreError
+from ossrag.store.filters import Filter, make_filter
 
 if TYPE_CHECKING:
     from ossrag.engine.watch import Synced
@@ -63,7 +67,7 @@ eval_app = typer.Typer(
 app.add_typer(eval_app, name="eval")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-USER_ERRORS = (ConfigError, StoreError, EmbedderError, LLMError, EvalError, FilterError)
+USER_ERRORS = (OssragError,)  # one red line and exit code 1, never a traceback
 
 # Settings flags shared by the commands; each falls back to OSSRAG_<NAME> and the config file.
 DbOpt = Annotated[
@@ -118,7 +122,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except USER_ERRORS as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(cli_message(exc)) from None
     except KeyboardInterrupt:
         raise _fail("interrupted", 130) from None
 
@@ -422,11 +426,11 @@ def ask(
     except USER_ERRORS as exc:
         if json_output:  # the passages found so far and the error, as one JSON object
             failed = Answer(question, "", "", passages)
-            _print_json({**failed.to_dict(), "answer": None, "error": str(exc)})
+            _print_json({**failed.to_dict(), "answer": None, "error": cli_message(exc)})
         elif passages:
             err.print()
             _print_sources(passages, err)
-        raise _fail(str(exc)) from None
+        raise _fail(cli_message(exc)) from None
     assert answer is not None
     if json_output:
         _print_json(answer.to_dict())

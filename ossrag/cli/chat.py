@@ -18,11 +18,13 @@ from typing import Any
 
 from rich.console import Console
 
+from ossrag.cli.words import cli_message
 from ossrag.console import StreamPrinter, shown, terminal_safe
 from ossrag.engine.index import Index
+from ossrag.errors import LLMError
 from ossrag.generate.answer import Answer, AskEvent, Retrieved, Rewritten
 from ossrag.generate.claims import report_lines
-from ossrag.generate.llm import EFFORTS, ContentDelta, LLMError, ReasoningDelta
+from ossrag.generate.llm import EFFORTS, ContentDelta, ReasoningDelta
 from ossrag.records import Passage
 from ossrag.store.filters import Filter
 
@@ -123,7 +125,7 @@ def run(session: ChatSession, lines: Iterable[str], out: Console, err: Console) 
         try:
             _answer(session, line, out, err)
         except LLMError as exc:
-            err.print(f"[bold red]error:[/] {shown(str(exc))}")
+            err.print(f"[bold red]error:[/] {shown(cli_message(exc))}")
 
 
 def _answer(session: ChatSession, question: str, out: Console, err: Console) -> None:

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ossrag.embed.encoders import EmbedderError, Vectors, sha256_file
+from ossrag.embed.encoders import Vectors, sha256_file
 from ossrag.embed.lexical import STOPWORDS
+from ossrag.errors import EmbedderError
 
 __all__ = ["Lexicon", "WordEncoder", "load_word_encoder"]
 

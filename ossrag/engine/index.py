@@ -13,11 +13,12 @@ from ossrag.config import Mode, Settings, load_settings
 from ossrag.embed.encoders import DEFAULT_ENCODER, Embedder, Encoder, QueryBatcher, load_embedder
 from ossrag.embed.rerank import load_reranker
 from ossrag.engine.ingest import Chunker, Ingestor, IngestReport, ProgressCallback
+from ossrag.errors import LLMError
 from ossrag.generate.agent import MAX_OPEN_CHUNKS, Agent, AgentEvent
 from ossrag.generate.answer import Answer, AskEvent, Rewritten, stream_answer
 from ossrag.generate.budget import Budget
 from ossrag.generate.claims import Claim, Verifier, e5_encode
-from ossrag.generate.llm import LLMClient, LLMConfig, LLMError
+from ossrag.generate.llm import LLMClient, LLMConfig
 from ossrag.generate.rewrite import REWRITE_OFF, expand_query, standalone_question
 from ossrag.generate.structured import BASE_SCHEMA, StructuredAnswer, answer_structured
 from ossrag.records import Passage

@@ -21,7 +21,8 @@ import numpy as np
 
 from ossrag.chunk.chunker import CHUNKER_VERSION, chunk_document
 from ossrag.embed.encoders import Embedder
-from ossrag.load.files import Found, LoadError, Skipped, discover, load
+from ossrag.errors import LoadError
+from ossrag.load.files import Found, Skipped, discover, load
 from ossrag.records import Chunk, Document, doc_id_for
 from ossrag.store.milvus import FileRecord, Store
 
@@ -47,7 +48,7 @@ class IngestReport:
     @property
     def warnings(self) -> list[str]:
         """One line per skipped file; control characters (a newline in a name) are escaped."""
-        return [_one_line(f"{source}: {reason}") for source, reason in self.skipped]
+        return [_escaped(f"{source}: {reason}") for source, reason in self.skipped]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -309,7 +310,8 @@ class Ingestor:
         report.chunks_deleted += sum(record.chunks for record in gone)
 
 
-def _one_line(text: str) -> str:
+def _escaped(text: str) -> str:
+    """`text` on one line, every unprintable character escaped (`\\n`, `\\x1b`)."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 

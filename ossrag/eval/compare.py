@@ -23,9 +23,10 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ossrag.config import Settings
 from ossrag.engine.index import Index
+from ossrag.errors import LLMError
 from ossrag.eval.retrieval import EvalItem, first_relevant
 from ossrag.generate.answer import Answer, stream_answer
-from ossrag.generate.llm import LLMClient, LLMError
+from ossrag.generate.llm import LLMClient
 from ossrag.generate.prompts import format_context
 from ossrag.retrieve.retriever import SearchResult
 

@@ -24,6 +24,7 @@ from ossrag.config import Mode, Settings
 from ossrag.embed.encoders import DEFAULT_ENCODER, Embedder
 from ossrag.engine.index import Index
 from ossrag.engine.ingest import ProgressCallback
+from ossrag.errors import EvalError
 from ossrag.generate.rewrite import REWRITE_OFF
 from ossrag.records import Chunk, Document, Passage
 from ossrag.retrieve.retriever import Retriever
@@ -34,10 +35,6 @@ RECALL_AT = (1, 3, 5, 10)
 MISS_AT = 5  # a question whose evidence is not in this many passages is a miss
 REWRITTEN = "queries rewritten by the LLM"  # a report's notice when every rewrite went through
 _SPACE = re.compile(r"\s+")
-
-
-class EvalError(Exception):
-    """A question set cannot be read; the message names the file, line and field."""
 
 
 class EvalItem(BaseModel):

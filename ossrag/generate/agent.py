@@ -22,6 +22,7 @@ from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
 from ossrag.config import Mode
+from ossrag.errors import LLMError, StoreError, setting
 from ossrag.generate.answer import Answer, Retrieved, stream_answer
 from ossrag.generate.budget import Budget, prompt_tokens
 from ossrag.generate.llm import (
@@ -29,7 +30,6 @@ from ossrag.generate.llm import (
     EmptyAnswerError,
     Finished,
     LLMClient,
-    LLMError,
     ReasoningDelta,
     ToolCall,
 )
@@ -37,7 +37,7 @@ from ossrag.generate.prompts import format_passage, with_instructions
 from ossrag.records import Passage
 from ossrag.retrieve.retriever import Retriever, SearchResult, passage_from_row
 from ossrag.store.filters import Filter
-from ossrag.store.milvus import Store, StoreError
+from ossrag.store.milvus import Store
 
 MAX_K = 10
 MAX_OPEN_CHUNKS = 8
@@ -299,7 +299,7 @@ class _Run:
                 if finished.tool_calls:
                     raise AgentError(
                         f"the model kept calling tools after {self.calls} tool calls: raise "
-                        "OSSRAG_AGENT_MAX_CALLS or OSSRAG_AGENT_TIMEOUT"
+                        f"{setting('agent_max_calls')} or {setting('agent_timeout')}"
                     )
             now = time.perf_counter()
             yield Answer(
@@ -325,10 +325,10 @@ class _Run:
         if self.calls >= self.agent.max_calls:
             return (
                 f"the agent reached its limit of {self.agent.max_calls} tool calls "
-                "(OSSRAG_AGENT_MAX_CALLS) and answered from what it had found"
+                "(agent_max_calls) and answered from what it had found"
             )
         return (
-            f"the agent ran out of time ({self.agent.timeout:g} s, OSSRAG_AGENT_TIMEOUT) and "
+            f"the agent ran out of time ({self.agent.timeout:g} s, agent_timeout) and "
             "answered from what it had found"
         )
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ossrag.config import Settings
-from ossrag.generate.llm import LLMError
+from ossrag.errors import LLMError, setting
 from ossrag.generate.prompts import SYSTEM_PROMPT, build_messages, format_passage
 from ossrag.records import Passage
 
@@ -40,8 +40,8 @@ PRIMING = 3  # <|start|>assistant<|channel|> opens the model's turn
 # valid channels, the tool-call line (71 tokens measured) and the "# Instructions" header our
 # system prompt gets as the developer message; rounded up.
 HARMONY_OVERHEAD = 96
-CONTEXT_SETTING = "OSSRAG_CONTEXT_WINDOW / --context-window"
-ANSWER_SETTING = "OSSRAG_ANSWER_TOKENS / --answer-tokens"
+CONTEXT_SETTING = setting("context_window")
+ANSWER_SETTING = setting("answer_tokens")
 
 
 class ContextBudgetError(LLMError):
@@ -117,8 +117,8 @@ class Budget:
         if answer >= window:
             raise ContextBudgetError(
                 f"the answer allowance ({answer} tokens) leaves no room for a prompt in the "
-                f"{window}-token context window: lower {ANSWER_SETTING} (or --max-tokens) or "
-                f"raise {CONTEXT_SETTING}"
+                f"{window}-token context window: lower {ANSWER_SETTING} "
+                f"(or {setting('max_tokens')}) or raise {CONTEXT_SETTING}"
             )
         return cls(window, answer)
 
@@ -133,8 +133,8 @@ class Budget:
             raise ContextBudgetError(
                 f"the prompt needs {used} tokens but only {self.prompt_limit} fit "
                 f"({self.context_window}-token context window minus {self.answer_tokens} for "
-                f"the answer): shorten the question, raise {CONTEXT_SETTING} (and the server's "
-                f"own context) or lower {ANSWER_SETTING}"
+                f"the answer): shorten the question, raise {CONTEXT_SETTING} (and the LLM "
+                f"server's own) or lower {ANSWER_SETTING}"
             )
         return used
 
@@ -172,6 +172,6 @@ class Budget:
             notice = (
                 f"{dropped} of {len(passages)} passages left out (lowest-ranked) to fit the "
                 f"{self.context_window}-token context window with {self.answer_tokens} tokens "
-                f"kept for the answer: raise {CONTEXT_SETTING} or lower OSSRAG_TOP_K / -k"
+                "kept for the answer: raise OSSRAG_CONTEXT_WINDOW or lower OSSRAG_TOP_K"
             )
         return Fitted(messages, list(passages[:n]), total, dropped, notice)

@@ -29,8 +29,9 @@ import numpy as np
 import Stemmer
 
 from ossrag.embed.crosslingual import foreign_stopwords, load_word_encoder, reads_foreign
-from ossrag.embed.encoders import EmbedderError, Vectors
+from ossrag.embed.encoders import Vectors
 from ossrag.embed.lexical import STOPWORDS
+from ossrag.errors import EmbedderError
 from ossrag.records import Passage
 
 Verdict = Literal["supported", "weak", "unsupported"]

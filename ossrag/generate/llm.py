@@ -25,14 +25,16 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
+from ossrag.errors import LLMError, one_line, setting, worded
+
 if TYPE_CHECKING:
     import openai  # imported when a client is made: it is most of a CLI command's start-up
 
 # Settings named in error messages (environment variable / CLI option).
-BASE_URL_SETTING = "OSSRAG_BASE_URL / --base-url"
-API_KEY_SETTING = "OSSRAG_API_KEY / --api-key"
-MODEL_SETTING = "OSSRAG_MODEL / --model"
-TIMEOUT_SETTING = "OSSRAG_TIMEOUT / --timeout"
+BASE_URL_SETTING = setting("base_url")
+API_KEY_SETTING = setting("api_key")
+MODEL_SETTING = setting("model")
+TIMEOUT_SETTING = setting("timeout")
 
 EFFORTS = ("low", "medium", "high")
 EFFORT_STYLES = (
@@ -147,20 +149,12 @@ class Completion:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
-class LLMError(Exception):
-    """A failure talking to the LLM; ``str()`` is one line naming the URL and what to change."""
-
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-
 def explain_length(max_tokens: int | None) -> str:
     """Why an answer came back empty with finish_reason "length", and what to do."""
     budget = f"max_tokens={max_tokens}" if max_tokens else "the server's default max_tokens"
     return (
         f"the model used its whole token budget ({budget}) on reasoning before answering: "
-        "raise --max-tokens or lower --effort"
+        f"raise {setting('max_tokens')} or lower {setting('effort')}"
     )
 
 
@@ -449,7 +443,8 @@ class LLMClient:
             return False, str(self._error(exc, retries=0))
         message = f"{len(ids)} model{'' if len(ids) == 1 else 's'}"
         if ids and self.config.model not in ids:
-            message += f"; {self.config.model!r} is not among them (set {MODEL_SETTING})"
+            setting_name = worded(MODEL_SETTING)
+            message += f"; {self.config.model!r} is not among them (set the {setting_name} setting)"
         return True, message
 
     # -- request building
@@ -464,7 +459,10 @@ class LLMClient:
         config = self.config
         effort = effort or config.effort
         if effort is not None and effort not in EFFORTS:
-            raise LLMError(f"unknown reasoning effort {effort!r}: use --effort low|medium|high")
+            raise LLMError(
+                f"unknown reasoning effort {effort!r}: set {setting('effort')} to low, medium "
+                "or high"
+            )
         messages = [dict(m) for m in messages]
         body: dict[str, Any] = dict(config.extra_body)
         kwargs: dict[str, Any] = {"model": config.model, "messages": messages}
@@ -554,8 +552,8 @@ class LLMClient:
         if isinstance(exc, openai.APIStatusError):
             return self._status_error(exc)
         if isinstance(exc, openai.APIError):  # e.g. an error event inside a stream
-            return LLMError(f"the LLM at {url} reported an error: {_one_line(exc.message)}")
-        return LLMError(f"talking to the LLM at {url} failed: {_one_line(_describe(exc))}")
+            return LLMError(f"the LLM at {url} reported an error: {one_line(exc.message)}")
+        return LLMError(f"talking to the LLM at {url} failed: {one_line(_describe(exc))}")
 
     def _status_error(self, exc: openai.APIStatusError) -> LLMError:
         url, status = self.config.base_url, exc.status_code
@@ -581,7 +579,8 @@ class LLMClient:
         elif status == 400 and "context" in detail.lower():
             message = (
                 f"the LLM at {url} rejected the request ({detail}): the prompt is too long for "
-                "the model's context; retrieve fewer passages or lower --max-tokens"
+                "the model's context; retrieve fewer passages or lower "
+                f"{setting('max_tokens')}"
             )
         else:
             message = f"the LLM at {url} rejected the request ({detail})"
@@ -636,7 +635,7 @@ def _status_detail(exc: openai.APIStatusError) -> str:
         body = body.get("message") or body.get("detail")
     if not body:
         body = exc.response.reason_phrase if exc.response is not None else exc.message
-    return _one_line(str(body))
+    return one_line(str(body))
 
 
 def _connection_reason(exc: BaseException) -> str:
@@ -657,19 +656,14 @@ def _connection_reason(exc: BaseException) -> str:
     if "name resolution" in text:
         return "host name not found"
     if "ssl" in text or "certificate" in text:
-        return f"TLS error: {_one_line(str(root), 120)}"
+        return f"TLS error: {one_line(str(root), 120)}"
     if "incomplete" in text or "peer closed" in text:
         return "the server closed the connection before the response was complete"
     if "disconnected" in text:
         return "the server closed the connection without answering"
-    return _one_line(_describe(root), 120)
+    return one_line(_describe(root), 120)
 
 
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

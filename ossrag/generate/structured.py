@@ -21,9 +21,10 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import best_match
 
+from ossrag.errors import LLMError
 from ossrag.generate.budget import Budget
 from ossrag.generate.claims import Claim
-from ossrag.generate.llm import Completion, EmptyAnswerError, LLMClient, LLMError
+from ossrag.generate.llm import Completion, EmptyAnswerError, LLMClient
 from ossrag.generate.prompts import SYSTEM_PROMPT, with_instructions
 from ossrag.generate.usage import complete_usage
 from ossrag.records import Passage

@@ -37,8 +37,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
-from ossrag.config import ConfigError, Settings
+from ossrag.config import Settings
 from ossrag.engine.index import Index
+from ossrag.errors import ConfigError
 from ossrag.http.chat import MODELS, Chat, Responses, event_stream, in_thread
 from ossrag.http.errors import ApiError, api_error, error_response
 from ossrag.http.guards import (
@@ -242,7 +243,7 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _on_api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, str(exc), exc.kind)
+        return error_response(exc.status, str(exc), exc.kind, exc.param)
 
     @app.exception_handler(HTTPException)
     async def _on_http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -341,7 +341,7 @@ class Chat:
             yield b"data: [DONE]\n\n"
         except Exception as exc:  # headers are sent: the error travels as an SSE event
             error = api_error(exc)
-            yield _sse(error_body(str(error), error.kind))
+            yield _sse(error_body(str(error), error.kind, param=error.param))
         finally:
             self.turn.close()
 

@@ -15,15 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ossrag.config import ConfigError
 from ossrag.console import terminal_safe
-from ossrag.embed.encoders import EmbedderError
 from ossrag.engine.index import Index
 from ossrag.engine.ingest import IngestReport, Progress
-from ossrag.http.errors import ApiError
+from ossrag.errors import ConfigError, EmbedderError, StoreError
+from ossrag.http.errors import ApiError, http_message
 from ossrag.http.schemas import IngestRequest
 from ossrag.load.files import Found, discover
-from ossrag.store.milvus import StoreError
 
 log = logging.getLogger(__name__)
 MAX_JOBS = 100  # ingest jobs remembered
@@ -125,7 +123,7 @@ class IngestJobs:
         except _Cancelled:
             job.status, job.error = "cancelled", "the server shut down"
         except Exception as exc:  # a background job reports every failure in its status
-            job.status, job.error = "failed", str(exc) or type(exc).__name__
+            job.status, job.error = "failed", http_message(exc) or type(exc).__name__
             if not isinstance(exc, (StoreError, EmbedderError)):
                 log.exception("ingest job %s failed", job.id)
         finally:

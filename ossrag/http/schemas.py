@@ -7,13 +7,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ossrag.config import Effort, Mode
+from ossrag.errors import FilterError
 from ossrag.generate.structured import (
     BASE_SCHEMA,
     StructuredAnswerError,
     check_schema,
 )
 from ossrag.http.errors import ApiError
-from ossrag.store.filters import Filter, FilterError, filter_from_json
+from ossrag.store.filters import Filter, filter_from_json
 
 FILTER_DOC = (
     'ossrag: only passages of these files, e.g. {"path": ["guide/*"], "type": ["md"], '

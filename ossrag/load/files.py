@@ -30,6 +30,7 @@ from fnmatch import fnmatchcase, translate
 from functools import lru_cache
 from pathlib import Path
 
+from ossrag.errors import LoadError
 from ossrag.load import formats  # noqa: F401  (registers PDF, HTML, DOCX, notebooks, code)
 from ossrag.load.registry import (
     SUPPORTED_SUFFIXES,
@@ -86,15 +87,6 @@ MAX_DEPTH = 64
 
 
 # --------------------------------------------------------------------------- errors & results
-
-
-class LoadError(Exception):
-    """A file that cannot be turned into a Document. ``str(err)`` is ``"<source>: <reason>"``."""
-
-    def __init__(self, source: str, reason: str) -> None:
-        self.source = source
-        self.reason = " ".join(reason.split())  # always one line
-        super().__init__(f"{source}: {self.reason}")
 
 
 @dataclass(frozen=True)

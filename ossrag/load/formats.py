@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ossrag.errors import one_line
 from ossrag.load.registry import (
     ContentError,
     Loader,
@@ -56,11 +57,6 @@ def _sniff_not_binary(data: bytes, kind: str) -> None:
         raise ContentError(f"not {kind}: binary content (NUL byte at offset {nul})")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 # --------------------------------------------------------------------------- PDF
 
 
@@ -82,7 +78,7 @@ def pdf_text(_path: Path, data: bytes) -> str:
     except ContentError:
         raise
     except (PyPdfError, ValueError, KeyError, TypeError, OSError, RecursionError) as exc:
-        raise ContentError(f"unreadable PDF: {_one_line(exc)}") from None
+        raise ContentError(f"unreadable PDF: {one_line(str(exc) or type(exc).__name__)}") from None
     if not any(page.strip() for page in pages):
         raise ContentError(
             f"PDF has no extractable text in {len(pages)} page(s) (scanned? run OCR first)"
@@ -192,7 +188,9 @@ def docx_text(_path: Path, data: bytes) -> str:
             if text:
                 blocks.append(_docx_prefix(item.style.name if item.style else "") + text)
     except Exception as exc:  # zip, XML and missing-part errors of many kinds
-        raise ContentError(f"unreadable .docx: {_one_line(exc)}") from None
+        raise ContentError(
+            f"unreadable .docx: {one_line(str(exc) or type(exc).__name__)}"
+        ) from None
     return "\n\n".join(blocks) + "\n"
 
 

@@ -24,13 +24,10 @@ from pydantic import BaseModel, Field
 from starlette.types import ASGIApp
 
 from ossrag.config import Effort, Mode
-from ossrag.embed.encoders import EmbedderError
 from ossrag.engine.index import Index
-from ossrag.generate.budget import ContextBudgetError
-from ossrag.generate.llm import LLMError
+from ossrag.errors import OssragError
 from ossrag.records import Passage
-from ossrag.store.filters import FilterError, make_filter
-from ossrag.store.milvus import StoreError
+from ossrag.store.filters import make_filter
 
 FILES_URI = "ossrag://files"
 MAX_K = 50
@@ -155,12 +152,23 @@ def _listed(value: list[str] | str | None) -> list[str]:
     return [value] if isinstance(value, str) else list(value or ())
 
 
+# Settings a tool call can set itself, by the tool argument that sets them.
+TOOL_ARGUMENTS = {"effort": "effort", "top_k": "k"}
+
+
 def _tool_error(exc: Exception) -> ToolError:
-    """A library error as a tool error the model can read."""
+    """A library error as a tool error the model can read: settings named as tool arguments,
+    or as the server's environment variables."""
+    if isinstance(exc, OssragError):
+        return ToolError(
+            exc.worded(
+                lambda name: TOOL_ARGUMENTS.get(name) or f"the server's OSSRAG_{name.upper()}"
+            )
+        )
     return ToolError(str(exc) or type(exc).__name__)
 
 
-LIBRARY_ERRORS = (FilterError, StoreError, EmbedderError, LLMError, ContextBudgetError)
+LIBRARY_ERRORS = (OssragError,)  # what a tool call reports as a tool error
 
 
 def build_mcp_server(index: Index, *, ask: bool = True) -> MCPServer:

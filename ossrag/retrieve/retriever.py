@@ -96,7 +96,7 @@ class Retriever:
         """The best k chunks as stored, each its own passage (search merges and dedupes them)."""
         info = self.store.info()
         if info is None:
-            return SearchResult([], mode, "the store is empty: run `ossrag ingest PATH` first")
+            return SearchResult([], mode, "the store is empty: ingest some documents first")
         self.store.ensure(self.embedder.name, self.embedder.dim)
         scope = self.store.scope(where) if where else None
         if scope is not None and not scope.kept:

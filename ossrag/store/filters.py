@@ -15,15 +15,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ossrag.errors import FilterError
 from ossrag.load.files import SUPPORTED_SUFFIXES, matches
 
 _RELATIVE = re.compile(r"(\d+)\s*([hdw])")
 _UNITS = {"h": "hours", "d": "days", "w": "weeks"}
 MAX_PATTERNS = 50
-
-
-class FilterError(ValueError):
-    """A filter value is malformed; the message names the field."""
 
 
 @dataclass(frozen=True)

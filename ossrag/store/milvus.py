@@ -30,6 +30,7 @@ from pymilvus.client.types import Status
 from ossrag.embed.crosslingual import Lexicon
 from ossrag.embed.encoders import Vectors
 from ossrag.embed.lexical import bm25_terms
+from ossrag.errors import StoreError, setting
 from ossrag.records import Chunk
 from ossrag.store.filters import Filter
 from ossrag.store.fusion import WEIGHTED_DENSE_WEIGHT, FusionRule, Reciprocal, Relative, Weighted
@@ -40,10 +41,6 @@ from ossrag.store.search import Hit, Scope, Searcher, doc_id_filter, milvus_stri
 SCHEMA_VERSION = 2  # 2: the manifest records how each file was chunked
 INFO_ID = "__ossrag_collection__"
 CHUNK_FIELDS = ["id", "doc_id", "source", "heading", "start_line", "end_line", "text", "meta"]
-
-
-class StoreError(Exception):
-    """Milvus cannot be opened or used; the message says what to change."""
 
 
 #: Seconds to wait before each new try when the Milvus server cannot be reached.
@@ -83,7 +80,7 @@ def _milvus_call(
                         raise StoreError(
                             f"lost the connection to Milvus at {self.uri} while trying to "
                             f"{action} ({tries} tries): is the server running? "
-                            "(OSSRAG_DB / --db)"
+                            f"({setting('db')})"
                         ) from None
                     time.sleep(self.retry_delays[tries - 1])
 
@@ -184,7 +181,7 @@ class Store:
             logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
             path = Path(uri).expanduser()
             if not path.name.endswith(".db"):
-                raise StoreError(f"Milvus Lite path {uri!r} must end in .db (set OSSRAG_DB / --db)")
+                raise StoreError(f"Milvus Lite path {uri!r} must end in .db (set {setting('db')})")
             path.parent.mkdir(parents=True, exist_ok=True)
             uri = str(path)
         try:
@@ -195,9 +192,9 @@ class Store:
             if is_local and _locked_elsewhere(Path(uri)):
                 raise StoreError(
                     f"{uri} is open in another process; share it with `milvus-lite server "
-                    f"--data-dir {uri} --port 19531` and set OSSRAG_DB=http://127.0.0.1:19531"
+                    f"--data-dir {uri} --port 19531` and set {setting('db')} to http://127.0.0.1:19531"
                 ) from None
-            raise StoreError(f"cannot open Milvus at {uri} (OSSRAG_DB / --db): {message}") from None
+            raise StoreError(f"cannot open Milvus at {uri} ({setting('db')}): {message}") from None
 
     def close(self) -> None:
         """Disconnect; for Milvus Lite also stop its in-process server and release the lock."""
@@ -224,7 +221,7 @@ class Store:
             except (IndexError, ValueError, TypeError):
                 raise StoreError(
                     f"collection {self.collection!r} at {self.uri} was not made by this ossrag: "
-                    "choose another name with OSSRAG_COLLECTION / --collection"
+                    f"choose another name with {setting('collection')}"
                 ) from None
         return self._info
 
@@ -241,8 +238,8 @@ class Store:
         if info.schema != SCHEMA_VERSION:
             raise StoreError(
                 f"collection {self.collection!r} at {self.uri} was made by an older ossrag "
-                f"(schema {info.schema}, now {SCHEMA_VERSION}): ingest into a new --collection "
-                "or delete the store and ingest again"
+                f"(schema {info.schema}, now {SCHEMA_VERSION}): ingest into a new "
+                f"{setting('collection')} or delete the store and ingest again"
             )
         self.check_embedder(embedder, dim)
         self._load()
@@ -253,15 +250,15 @@ class Store:
         if info is not None and (info.embedder, info.dim) != (embedder, dim):
             raise StoreError(
                 f"collection {self.collection!r} was built with embedder {info.embedder} "
-                f"({info.dim}-d), not {embedder} ({dim}-d): set OSSRAG_EMBEDDER={info.embedder}, "
-                "or use another --collection"
+                f"({info.dim}-d), not {embedder} ({dim}-d): set {setting('embedder')} to "
+                f"{info.embedder}, or use another {setting('collection')}"
             )
 
     def _create(self, embedder: str, dim: int) -> CollectionInfo:
         if self.client.has_collection(self.collection):
             raise StoreError(
                 f"collection {self.collection!r} at {self.uri} exists but has no ossrag manifest: "
-                "choose another name with OSSRAG_COLLECTION / --collection"
+                f"choose another name with {setting('collection')}"
             )
         try:
             info = self._create_chunks(embedder, dim, bm25=True)
