@@ -21,10 +21,10 @@ from ossrag.generate.agent import (
     AgentEvent,
     ToolStep,
     json_tool_call,
-    reasoning_field,
 )
 from ossrag.generate.answer import Answer, Retrieved
 from ossrag.generate.llm import ContentDelta, ReasoningDelta
+from ossrag.generate.servers import reasoning_field
 
 
 @pytest.fixture(scope="module")
@@ -273,8 +273,9 @@ def test_cli_agent(index: Index, server: ScriptedLLMServer, tmp_path: Path) -> N
 def test_tool_results_are_cut_to_the_context_window(
     index: Index, server: ScriptedLLMServer
 ) -> None:
-    from ossrag.generate.agent import AGENT_PROMPT, TOOLS
+    from ossrag.generate.agent import TOOLS
     from ossrag.generate.budget import Budget, prompt_tokens
+    from ossrag.generate.prompts import AGENT_PROMPT
 
     start = [
         {"role": "system", "content": AGENT_PROMPT},

@@ -13,7 +13,7 @@ from ossrag.cli.chat import ChatSession
 from ossrag.config import load_settings
 from ossrag.engine.index import Index
 from ossrag.generate.answer import Answer
-from ossrag.generate.rewrite import FOLLOW_UP_PROMPT
+from ossrag.generate.prompts import FOLLOW_UP_PROMPT
 
 STANDALONE = "How do I back up the engine's data?"
 

@@ -21,7 +21,7 @@ from llm_server import Reply, ScriptedLLMServer
 from typer.testing import CliRunner
 
 from ossrag.cli.app import app
-from ossrag.generate.rewrite import EXPAND_PROMPT
+from ossrag.generate.prompts import EXPAND_PROMPT
 
 runner = CliRunner()
 MODEL = "gpt-oss-20b"

@@ -17,7 +17,7 @@ from ossrag.config import Settings
 from ossrag.embed.encoders import Embedder
 from ossrag.engine.index import Index
 from ossrag.generate.answer import Answer, Retrieved, Rewritten
-from ossrag.generate.rewrite import FOLLOW_UP_PROMPT
+from ossrag.generate.prompts import FOLLOW_UP_PROMPT
 from ossrag.http.app import create_app
 
 STANDALONE = {

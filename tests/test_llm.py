@@ -35,6 +35,7 @@ from ossrag.generate.llm import (
     explain_length,
     split_reasoning,
 )
+from ossrag.generate.servers import default_context, server_of
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -234,6 +235,21 @@ def test_effort_auto_picks_openrouter_by_host() -> None:
     assert style("https://openrouter.ai/api/v1") == "openrouter"
     assert style("http://localhost:8000/v1") == "reasoning_effort"
     assert style("http://notopenrouter.ai.example/v1") == "reasoning_effort"
+    # a local server on its default port is known without a preset (generate.servers)
+    assert style("http://localhost:1234/v1") == "system"  # LM Studio
+    assert style("http://127.0.0.1:8080/v1") == "chat_template_kwargs"  # llama.cpp
+    assert style("http://gpu-box:11434/v1") == "reasoning_effort"  # Ollama
+
+
+def test_servers_are_known_by_preset_then_by_url() -> None:
+    assert server_of("http://localhost:9/v1", "lmstudio") == "lmstudio"  # the preset wins
+    assert server_of("https://eu.openrouter.ai/api/v1") == "openrouter"
+    assert server_of("http://localhost:1234/v1") == "lmstudio"
+    assert server_of("http://localhost:8000/v1") == ""  # vLLM's port is ossrag serve's too
+    assert server_of("http://localhost/v1") == ""
+    assert default_context("http://localhost:11434/v1") == 8192
+    assert default_context("http://localhost:9/v1", "ollama") == 8192
+    assert default_context("http://localhost:8000/v1", "vllm") == 131072
 
 
 def test_effort_system_style(server: ScriptedLLMServer) -> None:

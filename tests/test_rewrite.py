@@ -13,7 +13,8 @@ from ossrag.config import Settings, load_settings
 from ossrag.embed.encoders import Embedder
 from ossrag.engine.index import Index
 from ossrag.generate.llm import LLMClient, LLMConfig
-from ossrag.generate.rewrite import EXPAND_PROMPT, expand_query
+from ossrag.generate.prompts import EXPAND_PROMPT
+from ossrag.generate.rewrite import expand_query
 
 
 def test_expand_query_parses_lines_and_dedupes() -> None:

@@ -29,7 +29,7 @@ from ossrag.config import Settings, load_settings
 from ossrag.embed.encoders import Embedder
 from ossrag.engine.index import Index
 from ossrag.errors import ConfigError
-from ossrag.generate.rewrite import FOLLOW_UP_PROMPT
+from ossrag.generate.prompts import FOLLOW_UP_PROMPT
 from ossrag.http.app import check_bind, create_app
 
 pytestmark = pytest.mark.timeout(60)

@@ -27,14 +27,8 @@ from ossrag.errors import LLMError
 from ossrag.eval.retrieval import EvalItem, first_relevant
 from ossrag.generate.answer import Answer, stream_answer
 from ossrag.generate.llm import LLMClient
-from ossrag.generate.prompts import format_context
+from ossrag.generate.prompts import JUDGE_PROMPT, format_context
 from ossrag.retrieve.retriever import SearchResult
-
-JUDGE_PROMPT = """\
-You grade an answer to a question about some documents. Score 1 (bad) to 5 (perfect):
-- correctness: does the answer agree with the reference answer?
-- faithfulness: is every claim supported by the numbered passages?
-Reply with only a JSON object: {"correctness": n, "faithfulness": n, "rationale": "one sentence"}"""
 
 
 class Verdict(BaseModel):

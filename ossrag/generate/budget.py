@@ -20,19 +20,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from ossrag.config import Settings
 from ossrag.errors import LLMError, setting
 from ossrag.generate.prompts import SYSTEM_PROMPT, build_messages, format_passage
+from ossrag.generate.servers import GPT_OSS_CONTEXT, default_context
 from ossrag.records import Passage
 
 if TYPE_CHECKING:
     import bpe_openai
 
 ENCODING = "o200k_base"
-GPT_OSS_CONTEXT = 131072
-OLLAMA_CONTEXT = 8192
 MAX_ANSWER_TOKENS = 8192
 PER_MESSAGE = 4  # <|start|>{role}<|message|>{content}<|end|>
 PRIMING = 3  # <|start|>assistant<|channel|> opens the model's turn
@@ -86,10 +84,6 @@ def prompt_tokens(messages: Sequence[dict[str, Any]], tools: Sequence[Any] = ())
     return total
 
 
-def is_ollama(settings: Settings) -> bool:
-    return settings.llm == "ollama" or urlsplit(settings.base_url).port == 11434
-
-
 @dataclass(frozen=True)
 class Fitted:
     """The messages to send, the passages they hold, and what was left out."""
@@ -110,8 +104,7 @@ class Budget:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Budget:
-        default = OLLAMA_CONTEXT if is_ollama(settings) else GPT_OSS_CONTEXT
-        window = settings.context_window or default
+        window = settings.context_window or default_context(settings.base_url, settings.llm)
         answer = settings.answer_tokens or settings.max_tokens
         answer = answer or min(MAX_ANSWER_TOKENS, window // 4)
         if answer >= window:

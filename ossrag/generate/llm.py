@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
 from ossrag.errors import LLMError, one_line, setting, worded
+from ossrag.generate import servers
 
 if TYPE_CHECKING:
     import openai  # imported when a client is made: it is most of a CLI command's start-up
@@ -40,16 +41,6 @@ EFFORTS = ("low", "medium", "high")
 EFFORT_STYLES = (
     "auto", "reasoning_effort", "openrouter", "chat_template_kwargs", "system", "none",
 )  # fmt: skip
-# How each server preset takes an effort. LM Studio ignores `reasoning_effort` on chat
-# completions (its UI setting wins), so harmony's own `Reasoning: high` system line is sent;
-# llama.cpp reads it from the chat template's kwargs (newer builds also take the field).
-PRESET_EFFORT_STYLES = {
-    "ollama": "reasoning_effort",
-    "vllm": "reasoning_effort",
-    "lmstudio": "system",
-    "llamacpp": "chat_template_kwargs",
-    "openrouter": "openrouter",
-}
 _PLACEHOLDER_KEY = "not-needed"  # local servers ignore the key; never fall back to OPENAI_API_KEY
 
 
@@ -489,15 +480,10 @@ class LLMClient:
         return kwargs
 
     def effort_style(self) -> str:
-        """The effort style in use, with "auto" resolved from the server preset, else from the
-        base URL (OpenRouter's host), else `reasoning_effort`."""
+        """The effort style in use, "auto" resolved by the server (see generate.servers)."""
         if self.config.effort_style != "auto":
             return self.config.effort_style
-        if self.config.preset in PRESET_EFFORT_STYLES:
-            return PRESET_EFFORT_STYLES[self.config.preset]
-        host = (urlsplit(self.config.base_url).hostname or "").lower()
-        openrouter = host == "openrouter.ai" or host.endswith(".openrouter.ai")
-        return "openrouter" if openrouter else "reasoning_effort"
+        return servers.effort_style(self.config.base_url, self.config.preset)
 
     # -- errors
 

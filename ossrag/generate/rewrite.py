@@ -12,18 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from ossrag.generate.llm import LLMClient
+from ossrag.generate.prompts import EXPAND_PROMPT, FOLLOW_UP_PROMPT
 
-FOLLOW_UP_PROMPT = """\
-Rewrite the user's last question so that it can be understood without the conversation: \
-resolve pronouns and references using the earlier turns, keep the language of the question. \
-Reply with the rewritten question only."""
 FOLLOW_UP_TOKENS = 512
 
-EXPAND_PROMPT = """\
-You turn a user's question into search queries for English technical documentation.
-Reply with 1 to 3 queries, one per line, nothing else: first the question in English \
-(translated if it is in another language), then short keyword queries using terms the \
-documentation would use."""
 EXPAND_TOKENS = 400
 MAX_QUERIES = 4
 REWRITE_OFF = "query rewriting is off"  # how a search's notice starts when the LLM failed

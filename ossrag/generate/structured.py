@@ -25,7 +25,7 @@ from ossrag.errors import LLMError
 from ossrag.generate.budget import Budget
 from ossrag.generate.claims import Claim
 from ossrag.generate.llm import Completion, EmptyAnswerError, LLMClient
-from ossrag.generate.prompts import SYSTEM_PROMPT, with_instructions
+from ossrag.generate.prompts import JSON_ANSWER, SYSTEM_PROMPT, with_instructions
 from ossrag.generate.usage import complete_usage
 from ossrag.records import Passage
 from ossrag.retrieve.retriever import SearchResult
@@ -160,9 +160,8 @@ class StructuredAnswer:
 
 
 def system_prompt(schema: dict[str, Any], instructions: str = "") -> str:
-    return (
-        f"{with_instructions(SYSTEM_PROMPT, instructions)}\nReply with only one JSON object, no "
-        f"other text, matching this JSON schema:\n{json.dumps(schema)}"
+    return f"{with_instructions(SYSTEM_PROMPT, instructions)}\n" + JSON_ANSWER.format(
+        schema=json.dumps(schema)
     )
 
 
