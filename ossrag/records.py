@@ -62,6 +62,20 @@ class Passage:
     meta: dict[str, Any] = field(default_factory=dict)
     explain: dict[str, Any] | None = None  # why it ranked here (Retriever.explain), when asked
 
+    @property
+    def place(self) -> str:
+        """Where the passage is, for people: `file › heading path (page n)`."""
+        place = self.source + (f" › {self.heading}" if self.heading else "")
+        if page := self.meta.get("page"):
+            place += f" (page {page})"
+        return place
+
+    @property
+    def location(self) -> str:
+        """The place and its lines: `guide/a.md › Setup (page 3) (lines 4-9)`; every door and
+        the prompt cite a passage this way."""
+        return f"{self.place} (lines {self.start_line}-{self.end_line})"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "rank": self.rank,

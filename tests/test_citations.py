@@ -6,8 +6,11 @@ import json
 
 import pytest
 
+from ossrag.cli.chat import _source_line
 from ossrag.generate.answer import Answer
+from ossrag.generate.prompts import format_passage
 from ossrag.generate.structured import citation_numbers, validate
+from ossrag.http.chat import _footnotes
 from ossrag.records import Passage
 
 
@@ -107,3 +110,15 @@ def test_a_bad_structured_reply_gets_a_reason_the_model_can_act_on(
     with pytest.raises(ValueError) as raised:
         validate(text, schema, 2)
     assert str(raised.value) == error
+
+
+def test_every_door_cites_a_passage_at_the_same_place_with_its_page() -> None:
+    pdf = Passage(1, 0.9, "c1", "manual.pdf", "Backup › Restore", 40, 52, "Restore from S3.",
+                  meta={"page": 7})  # fmt: skip
+    expected = "manual.pdf › Backup › Restore (page 7) (lines 40-52)"
+    assert pdf.location == expected
+    assert format_passage(2, pdf).splitlines()[0] == f"[2] {expected}"  # what the model reads
+    answer = Answer("q", "Restore it [1].", "", [pdf])
+    assert _footnotes(answer) == f"\n\nSources:\n[1] {expected}"  # HTTP's footnote
+    assert _source_line(1, pdf) == f"[1] {expected}"  # the CLI chat's /sources
+    assert passage(2).location == "a.md › A (lines 2-2)"  # no page, no heading noise

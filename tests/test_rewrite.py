@@ -111,6 +111,22 @@ def test_ask_rewrites_only_questions_in_another_language(
     assert off == 1
 
 
+def test_a_question_is_read_once_on_its_way_through_ask(
+    rewriting: tuple[Index, ScriptedLLMServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its language tested and the lexicon fetched once per question, on the rewrite path too
+    (the rewrite decision, the search and the translation used to repeat both)."""
+    index, server = rewriting
+    reads: list[str] = []
+    read = index.retriever.read
+    monkeypatch.setattr(index.retriever, "read", lambda query: reads.append(query) or read(query))
+    for question in ("Where is the data kept?", ITALIAN):
+        reads.clear()
+        index.ask(question)
+        assert reads == [question]
+    assert server.bodies()[-2]["messages"][0]["content"] == EXPAND_PROMPT  # ITALIAN: rewritten
+
+
 def test_rewrite_all_rewrites_english_questions_too(
     rewriting: tuple[Index, ScriptedLLMServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:

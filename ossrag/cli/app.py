@@ -142,11 +142,8 @@ def _print_json(payload: dict[str, Any]) -> None:
 
 
 def _location(p: Passage) -> str:
-    """Where a passage is, as rich markup: file › heading (page), lines."""
-    where = p.source + (f" › {p.heading}" if p.heading else "")
-    if page := p.meta.get("page"):
-        where += f" (page {page})"
-    return f"{shown(where)}  [dim]lines {p.start_line}-{p.end_line}[/]"
+    """Where a passage is, as rich markup: file › heading (page), lines dimmed."""
+    return f"{shown(p.place)}  [dim]lines {p.start_line}-{p.end_line}[/]"
 
 
 @app.command()

@@ -87,8 +87,7 @@ class ChatSession:
 
 
 def _source_line(n: int, p: Passage) -> str:
-    heading = f" › {p.heading}" if p.heading else ""
-    return f"[{n}] {p.source}{heading} (lines {p.start_line}-{p.end_line})"
+    return f"[{n}] {p.location}"
 
 
 def input_lines(prompt: str = "› ") -> Iterable[str]:

@@ -174,17 +174,20 @@ class Lexicon:
         frequencies = np.array(list(counts.values()), dtype=np.int64)
         return cls(generation, words, vectors.astype(np.float32), frequencies)
 
-    def translate(self, question: str, encoder: WordEncoder | None = None) -> str | None:
-        """The question in the corpus's words, or None when it reads as English already."""
-        if not reads_foreign(question, self.known):
+    def translate(
+        self, question: str, encoder: WordEncoder | None = None, *, foreign: bool | None = None
+    ) -> str | None:
+        """The question in the corpus's words, or None when it reads as English already.
+        `foreign`: the caller's own `reads_foreign(question, self.known)`, if it has it."""
+        if not (reads_foreign(question, self.known) if foreign is None else foreign):
             return None
         words = [word.lower() for word in _WORD.findall(question)]
-        foreign = foreign_stopwords()
+        stopwords = foreign_stopwords()
         # Keep what the corpus uses (even an Italian "come"), drop stopwords, map the rest.
         content = [
             word
             for word in dict.fromkeys(words)
-            if word not in STOPWORDS and (word in self.known or word not in foreign)
+            if word not in STOPWORDS and (word in self.known or word not in stopwords)
         ]
         unknown = [w for w in content if w not in self.known and w not in self._nearest]
         encoder = encoder or load_word_encoder()

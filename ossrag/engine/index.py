@@ -22,7 +22,7 @@ from ossrag.generate.llm import LLMClient, LLMConfig
 from ossrag.generate.rewrite import REWRITE_OFF, expand_query, standalone_question
 from ossrag.generate.structured import BASE_SCHEMA, StructuredAnswer, answer_structured
 from ossrag.records import Passage
-from ossrag.retrieve.retriever import Retriever, SearchResult, passage_from_row
+from ossrag.retrieve.retriever import Reading, Retriever, SearchResult, passage_from_row
 from ossrag.store.filters import Filter
 from ossrag.store.milvus import FileRecord, Store
 
@@ -178,22 +178,37 @@ class Index:
         (held-out Italian questions with reference translations: MRR@10 0.735 without the
         original, 0.605 with it).
         """
+        return self._search(self.retriever.read(query), k, mode, rewrite, where, explain)
+
+    def _search(
+        self,
+        reading: Reading,
+        k: int | None,
+        mode: Mode | None,
+        rewrite: bool,
+        where: Filter | None,
+        explain: bool = False,
+    ) -> SearchResult:
+        """`search` of a query read once (its language tested, its translation made)."""
         k, mode = k or self.settings.top_k, mode or self.settings.mode
+        query = reading.query
         queries: list[str] = []
         if not rewrite:
-            result = self.retriever.search(query, k, mode, where)
+            result = self.retriever.search(reading, k, mode, where)
         else:
             try:
                 queries = expand_query(self.llm, query)
             except LLMError as exc:
-                result = self.retriever.search(query, k, mode, where)
+                result = self.retriever.search(reading, k, mode, where)
                 result = replace(result, notice=f"{REWRITE_OFF}: {exc}")
             else:
-                if len(queries) > 1 and self.retriever.reads_foreign(query):
-                    result = self.retriever.search_many(queries[1:], k, mode, where)
+                # the LLM's queries are English: they are searched as written
+                english = [Reading(q) for q in queries[1:]]
+                if english and reading.foreign:
+                    result = self.retriever.search_many(english, k, mode, where)
                     result = replace(result, translation=queries[1])
                 else:
-                    result = self.retriever.search_many(queries, k, mode, where)
+                    result = self.retriever.search_many([reading, *english], k, mode, where)
         return self.retriever.explain(query, result, k, rewrites=queries) if explain else result
 
     def expect(
@@ -292,13 +307,13 @@ class Index:
         self, question: str, k: int | None, mode: Mode | None, where: Filter | None = None
     ) -> tuple[SearchResult, float]:
         started = time.perf_counter()
-        result = self.search(question, k, mode, rewrite=self.rewrites(question), where=where)
+        reading = self.retriever.read(question)
+        # `ask` and chat have the LLM rewrite the question first as the setting `rewrite` says
+        rewrite = self.settings.rewrite == "all" or (
+            self.settings.rewrite == "foreign" and reading.foreign
+        )
+        result = self._search(reading, k, mode, rewrite, where)
         return result, (time.perf_counter() - started) * 1000
-
-    def rewrites(self, question: str) -> bool:
-        """Whether `ask` and chat have the LLM rewrite this question first (setting `rewrite`)."""
-        rewrite = self.settings.rewrite
-        return rewrite == "all" or (rewrite == "foreign" and self.retriever.reads_foreign(question))
 
     def ask(self, question: str, **options: Any) -> Answer:
         for event in self.ask_stream(question, **options):

@@ -491,7 +491,7 @@ def _retrieval_drilldown(reports: Sequence[EvalReport]) -> str:
             f"<h3>{_e(name)} <span class=muted>· {fmt(o.seconds * 1000, 'one')} ms</span></h3><ol>"
             + "".join(
                 f'<li class="{"relevant" if rank == o.rank else ""}">'
-                f"{_e(p.source)}{f' › {_e(p.heading)}' if p.heading else ''} · lines "
+                f"{_e(p.place)} · lines "
                 f"{p.start_line}–{p.end_line}"
                 f"{' <strong>(holds the evidence)</strong>' if rank == o.rank else ''}</li>"
                 for rank, p in enumerate(o.top[:5], 1)

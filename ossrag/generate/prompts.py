@@ -63,14 +63,9 @@ def with_instructions(system_prompt: str, instructions: str) -> str:
 
 
 def format_passage(number: int, passage: Passage) -> str:
-    """One passage as the model sees it: number, source, heading path, lines, text."""
-    location = passage.source
-    if passage.heading:
-        location += f" › {passage.heading}"
-    if page := passage.meta.get("page"):
-        location += f" (page {page})"
-    location += f" (lines {passage.start_line}-{passage.end_line})"
-    return f"[{number}] {location}\n{passage.text.strip()}"
+    """One passage as the model sees it: number, location (file, heading path, page, lines),
+    text."""
+    return f"[{number}] {passage.location}\n{passage.text.strip()}"
 
 
 def format_context(passages: Sequence[Passage]) -> str:

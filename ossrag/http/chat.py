@@ -56,11 +56,6 @@ async def in_thread(fn: Callable[[], T], timeout: float) -> T:
         return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
 
 
-def _location(p: Passage) -> str:
-    where = p.source + (f" › {p.heading}" if p.heading else "")
-    return f"{where} (lines {p.start_line}-{p.end_line})"
-
-
 def _sources(passages: Sequence[Passage]) -> list[dict[str, Any]]:
     return [{"n": n, **p.to_dict()} for n, p in enumerate(passages, 1)]
 
@@ -69,7 +64,7 @@ def _footnotes(answer: Answer) -> str:
     cited = answer.cited
     if not cited:
         return ""
-    lines = [f"[{n}] {_location(answer.passages[n - 1])}" for n in cited]
+    lines = [f"[{n}] {answer.passages[n - 1].location}" for n in cited]
     return "\n\nSources:\n" + "\n".join(lines)
 
 
