@@ -75,7 +75,7 @@ class Retriever:
 
     Fusion is a weighted sum of scores by default (a convex combination keeps how far apart
     scores are, which rank fusion throws away): "relative" puts BM25 on the scale of the query's
-    own ceiling (see search_index.Relative), "weighted" is Milvus's WeightedRanker; or "rrf".
+    own ceiling (see store.fusion.Relative), "weighted" is Milvus's WeightedRanker; or "rrf".
     """
 
     def __init__(
