@@ -45,11 +45,11 @@ AREAS: dict[str, list[str]] = {
         "ossrag.retrieve.retriever.x__joined",
     ],
     "chunk line ranges and heading paths": [
-        "ossrag.chunk.chunker.x__front_matter_end",
-        "ossrag.chunk.chunker.x__parse_markdown",
-        "ossrag.chunk.chunker.x__sections",
+        "ossrag.chunk.markup.x__front_matter_end",
+        "ossrag.chunk.markup.x_parse_markdown",
+        "ossrag.chunk.markup.x__sections",
         *(
-            f"ossrag.chunk.chunker.xǁ_Chunkerǁ{name}"
+            f"ossrag.chunk.pack.xǁPackerǁ{name}"
             for name in ("line_of", "line_end", "render", "run", "shorten_path")
         ),
     ],
