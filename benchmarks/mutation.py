@@ -66,6 +66,13 @@ AREAS: dict[str, list[str]] = {
             for name in ("__init__", "feed", "flush", "_emit", "_on_marker")
         ),
     ],
+    "incremental-sync decisions": [
+        "ossrag.engine.ingest.x_file_change",
+        "ossrag.engine.ingest.x_files_removed",
+        "ossrag.engine.ingest.x__is_under",
+        "ossrag.engine.ingest.x_plan_chunks",
+        "ossrag.engine.ingest.xǁChunkPlanǁvectors",
+    ],
 }
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped"}

@@ -2,11 +2,13 @@
 
 Covers: a server that is down at start, one store shared by two processes, the server going
 away in the middle of an ingest (retried with backoff, then a clear error, then a re-run that
-completes), and ingest / search / re-sync on an old real Milvus without BM25.
+completes), `--token` / `OSSRAG_TOKEN` against a server that checks it, and ingest / search /
+re-sync on an old real Milvus without BM25.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -16,12 +18,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent import futures
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
+import grpc
 import pytest
 from conftest import write_docs
+from milvus_lite.adapter.grpc.servicer import MilvusServicer
+from milvus_lite.db import MilvusLite
+from pymilvus.grpc_gen import milvus_pb2_grpc
 from typer.testing import CliRunner
 
 from ossrag.cli.app import app
@@ -224,6 +231,71 @@ def test_server_gone_for_good_is_a_clear_error_and_rerun_completes(
     rows, recorded, ids = stored(again)
     assert rows == recorded == len(ids) == report.chunks_embedded
     again.close()
+
+
+# --------------------------------------------------------------------------- token
+
+TOKEN = "root:Milvus"
+
+
+class TokenCheck(grpc.ServerInterceptor):
+    """What a Milvus with authorization enabled does: every call whose `authorization` header
+    is not the token (base64, as pymilvus sends it) is refused as unauthenticated."""
+
+    def __init__(self, token: str) -> None:
+        self.expected = base64.b64encode(token.encode()).decode()
+        self.sent: list[str] = []  # the header of every call, in order
+
+    def intercept_service(
+        self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails
+    ) -> Any:
+        sent = dict(details.invocation_metadata or ()).get("authorization", "")
+        self.sent.append(str(sent))
+        if sent == self.expected:
+            return continuation(details)
+        return grpc.unary_unary_rpc_method_handler(
+            lambda _, context: context.abort(grpc.StatusCode.UNAUTHENTICATED, "wrong token")
+        )
+
+
+@pytest.fixture
+def guarded(tmp_path: Path) -> Iterator[tuple[str, TokenCheck]]:
+    """The `milvus-lite server` gRPC service, in this process, behind a token check."""
+    check = TokenCheck(TOKEN)
+    db = MilvusLite(str(tmp_path / "guarded"))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[check])
+    milvus_pb2_grpc.add_MilvusServiceServicer_to_server(MilvusServicer(db), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"http://127.0.0.1:{port}", check
+    server.stop(grace=1)
+    db.close()
+
+
+@pytest.mark.store
+def test_token_flag_and_environment_reach_the_server(guarded: tuple[str, TokenCheck]) -> None:
+    """`milvus-lite server` accepts any token, so the server here checks it as Milvus with
+    authorization does; `ossrag status` connects, reads the store and checks the LLM."""
+    uri, check = guarded
+    status = ["status", "--db", uri, "--json", "--base-url", f"http://127.0.0.1:{free_port()}/v1"]
+    runner = CliRunner()
+    answers: list[tuple[int, set[str]]] = []
+    for flags, env in [
+        (["--token", TOKEN], None),
+        ([], TOKEN),
+        (["--token", TOKEN], "root:wrong"),  # the flag wins
+        (["--token", "root:wrong"], None),
+        ([], None),
+    ]:
+        check.sent.clear()
+        result = runner.invoke(app, [*status, *flags], env={"OSSRAG_TOKEN": env})
+        answers.append((result.exit_code, set(check.sent)))
+        if result.exit_code == 0:
+            assert json.loads(result.stdout)["files"] == 0 and len(check.sent) > 1
+        else:
+            assert result.stderr.startswith(f"error: cannot open Milvus at {uri}")
+    right, wrong = {check.expected}, {base64.b64encode(b"root:wrong").decode()}
+    assert answers == [(0, right), (0, right), (0, right), (1, wrong), (1, {""})]
 
 
 # --------------------------------------------------------------------------- Milvus standalone

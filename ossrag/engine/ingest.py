@@ -12,15 +12,15 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from ossrag.chunk.chunker import CHUNKER_VERSION, chunk_document
-from ossrag.embed.encoders import Embedder
+from ossrag.embed.encoders import Embedder, Vectors
 from ossrag.errors import LoadError
 from ossrag.load.files import Found, Skipped, discover, load
 from ossrag.records import Chunk, Document, doc_id_for
@@ -142,8 +142,7 @@ class Ingestor:
             producer.start()
             self._consume(self._drain(work), len(found), report, progress)
             producer.join()
-            if prune:
-                self._prune(paths, found, manifest, report)
+            self._prune(paths, found, manifest, report, prune=prune)
             if report.chunks_embedded or report.chunks_deleted or report.chunks_reused:
                 self.store.prepare_search()  # the next search, in any process, starts ready
                 if self.lexicon:
@@ -178,11 +177,7 @@ class Ingestor:
         except LoadError as exc:
             report.skipped.append((exc.source, exc.reason))
             return None
-        if (
-            previous is not None
-            and previous.sha256 == document.sha256
-            and previous.chunking == self.chunking
-        ):
+        if file_change(previous, document.sha256, self.chunking) == "unchanged":
             report.files_unchanged += 1
             return None
         if self.chunker is not None:
@@ -238,19 +233,15 @@ class Ingestor:
         chunks = [chunk for changed in batch for chunk in changed.chunks]
         edited = [c.document.doc_id for c in batch if c.previous is not None]
         stored = self.store.vectors_by_text(edited)
-        new = [i for i, chunk in enumerate(chunks) if chunk.embed_text not in stored]
+        plan = plan_chunks(chunks, stored)
         started = time.perf_counter()
-        embedded = self.embedder.embed([chunks[i].embed_text for i in new])
+        embedded = self.embedder.embed([chunks[i].embed_text for i in plan.embed])
         report.embed_seconds += time.perf_counter() - started
-        vectors = np.empty((len(chunks), self.embedder.dim), dtype=np.float32)
-        for i, chunk in enumerate(chunks):
-            if chunk.embed_text in stored:
-                vectors[i] = stored[chunk.embed_text]
-        vectors[new] = embedded
+        vectors = plan.vectors(chunks, stored, embedded, self.embedder.dim)
         self.store.delete_docs([changed.document.doc_id for changed in batch])
         self.store.insert_chunks(chunks, vectors)
-        report.chunks_embedded += len(new)
-        report.chunks_reused += len(chunks) - len(new)
+        report.chunks_embedded += len(plan.embed)
+        report.chunks_reused += len(plan.reuse)
         for changed in batch:
             if changed.previous is None:
                 report.files_added += 1
@@ -283,23 +274,12 @@ class Ingestor:
         found: list[Found],
         manifest: dict[str, FileRecord],
         report: IngestReport,
+        *,
+        prune: bool,
     ) -> None:
-        """Delete the chunks of files that vanished from the directories ingested.
-
-        Only files gone from disk go: a file that include/exclude patterns left out of this
-        run, or that could not be read this time, keeps its chunks.
-        """
+        """Delete the chunks of files that vanished from the directories ingested."""
         dirs = [str(Path(p).expanduser().resolve()) for p in paths if Path(p).is_dir()]
-        if not dirs:
-            return
-        seen = {doc_id_for(str(item.root), item.source) for item in found}
-        gone = [
-            record
-            for record in manifest.values()
-            if record.doc_id not in seen
-            and any(_is_under(f"{record.root}/{record.source}", d) for d in dirs)
-            and not os.path.isfile(f"{record.root}/{record.source}")
-        ]
+        gone = files_removed(manifest, found, dirs, prune=prune, on_disk=os.path.isfile)
         if not gone:
             return
         self.store.delete_docs([record.doc_id for record in gone])
@@ -308,6 +288,72 @@ class Ingestor:
         self.store.flush()
         report.files_removed += len(gone)
         report.chunks_deleted += sum(record.chunks for record in gone)
+
+
+# -- decisions (pure: tests/test_sync_plan.py, and the mutation run, test them without a store) --
+
+FileChange = Literal["new", "changed", "unchanged"]
+
+
+def file_change(previous: FileRecord | None, sha256: str, chunking: str) -> FileChange:
+    """A file read this run against its manifest row: unchanged only when its bytes and the
+    chunking recipe (chunker and its settings) are both those stored."""
+    if previous is None:
+        return "new"
+    if previous.sha256 == sha256 and previous.chunking == chunking:
+        return "unchanged"
+    return "changed"
+
+
+def files_removed(
+    manifest: Mapping[str, FileRecord],
+    found: Sequence[Found],
+    dirs: Sequence[str],
+    *,
+    prune: bool,
+    on_disk: Callable[[str], bool],
+) -> list[FileRecord]:
+    """The stored files whose chunks a run deletes: those gone from disk under one of the
+    directories ingested (`dirs`, resolved). A file outside them, left out of this run by
+    include/exclude patterns, or found but unreadable this time keeps its chunks; with
+    `prune=False` (`--keep-missing`) every file does."""
+    if not prune:
+        return []
+    seen = {doc_id_for(str(item.root), item.source) for item in found}
+    return [
+        record
+        for record in manifest.values()
+        if record.doc_id not in seen
+        and any(_is_under(f"{record.root}/{record.source}", d) for d in dirs)
+        and not on_disk(f"{record.root}/{record.source}")
+    ]
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """Which chunks of a batch are embedded and which keep a stored vector (by position)."""
+
+    embed: list[int]
+    reuse: list[int]
+
+    def vectors(
+        self, chunks: Sequence[Chunk], stored: Mapping[str, Vectors], embedded: Vectors, dim: int
+    ) -> Vectors:
+        """Every chunk's vector, in order: its stored one, or the next of `embedded`."""
+        vectors = np.empty((len(chunks), dim), dtype=np.float32)
+        for i in self.reuse:
+            vectors[i] = stored[chunks[i].embed_text]
+        vectors[self.embed] = embedded
+        return vectors
+
+
+def plan_chunks(chunks: Sequence[Chunk], stored: Collection[str]) -> ChunkPlan:
+    """A chunk whose text with its heading path (`embed_text`) is stored for an edited file
+    keeps that vector; the others are embedded. Every chunk is written again with its own
+    lines, so one that only moved keeps its vector and gets its new line numbers."""
+    embed = [i for i, chunk in enumerate(chunks) if chunk.embed_text not in stored]
+    reuse = [i for i, chunk in enumerate(chunks) if chunk.embed_text in stored]
+    return ChunkPlan(embed, reuse)
 
 
 def _escaped(text: str) -> str:
