@@ -451,3 +451,24 @@ def test_score_fusion_defaults_and_the_lean_for_translated_questions() -> None:
     assert score_fusion("relative", None, translated=True) == Relative(pytest.approx(0.6))
     assert score_fusion("relative", 0.1, translated=True) == Relative(0.0)
     assert score_fusion("weighted", None, translated=True) == Weighted(0.6)  # Milvus's, as is
+
+
+def test_a_filter_mask_keeps_only_its_rows_in_every_route_and_fusion(small: SearchIndex) -> None:
+    """The mask a filtered search passes (rows of the files it accepts) decides which rows can
+    rank; the scores of those rows are those of the unfiltered search."""
+    mask = small.rows_of({"doc-b", "doc-c"})
+    assert mask.tolist() == [False, True, True]
+    vector = np.array([1.0, 0.0], dtype=np.float32)
+    assert named(small, small.dense(vector, 3, mask)) == {"b": pytest.approx(0.6), "c": 0.0}
+    assert list(named(small, small.dense(vector, 3, mask))) == ["b", "c"]
+    assert list(named(small, small.bm25(bm25_terms("store"), 3, mask))) == ["c"]  # not a
+    assert list(named(small, small.bm25(bm25_terms("backup"), 3, mask))) == ["b"]  # c scores 0
+    terms = bm25_terms("store bucket")
+    for fusion in (Weighted(0.6), Relative(0.8)):
+        whole = small.hybrid(vector, terms, 3, 100, fusion)
+        kept = small.hybrid(vector, terms, 3, 100, fusion, mask)
+        assert [p for p, _ in kept] == [p for p, _ in whole if p != 0], fusion
+        assert dict(kept) == pytest.approx({p: s for p, s in whole if p != 0}), fusion
+    # RRF ranks within the kept rows: b is 1st dense and 2nd BM25, c the reverse: a tie in row order
+    rrf = small.hybrid(vector, terms, 3, 100, Reciprocal(60), mask)
+    assert rrf == [(1, pytest.approx(1 / 61 + 1 / 62)), (2, pytest.approx(1 / 62 + 1 / 61))]

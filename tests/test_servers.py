@@ -122,13 +122,16 @@ def stored(index: Index) -> tuple[int, int, dict[str, str]]:
 
 def test_server_down_at_start_is_one_clear_line(tmp_path: Path, docs: Path) -> None:
     uri = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(StoreError, match=r"cannot open Milvus at http://127\.0\.0\.1:\d+ \(db\)"):
+    with pytest.raises(
+        StoreError, match=r"cannot open Milvus at http://127\.0\.0\.1:\d+ \(db, token\)"
+    ):
         Store(uri)
     result = CliRunner().invoke(app, ["ingest", str(docs), "--db", uri])
     assert result.exit_code == 1
     (line,) = result.stderr.strip().splitlines()  # one line, no traceback
     assert line.startswith(
-        f"error: cannot open Milvus at {uri} (OSSRAG_DB / --db): Fail connecting"
+        f"error: cannot open Milvus at {uri} (OSSRAG_DB / --db, OSSRAG_TOKEN / --token): "
+        "Fail connecting"
     )
 
 

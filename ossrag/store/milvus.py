@@ -194,7 +194,9 @@ class Store:
                     f"{uri} is open in another process; share it with `milvus-lite server "
                     f"--data-dir {uri} --port 19531` and set {setting('db')} to http://127.0.0.1:19531"
                 ) from None
-            raise StoreError(f"cannot open Milvus at {uri} ({setting('db')}): {message}") from None
+            # a server refusing the token looks like one that is down: name both settings
+            settings = setting("db") + ("" if is_local else f", {setting('token')}")
+            raise StoreError(f"cannot open Milvus at {uri} ({settings}): {message}") from None
 
     def close(self) -> None:
         """Disconnect; for Milvus Lite also stop its in-process server and release the lock."""
