@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
+import typer
 from conftest import write_docs
 from llm_server import Reply, ScriptedLLMServer
+from typer.core import TyperCommand, TyperGroup
 from typer.testing import CliRunner
 
+from ossrag.cli import app as cli
 from ossrag.cli.app import EXIT_WARNINGS, app
 from ossrag.embed.encoders import Embedder
 
@@ -192,6 +196,37 @@ def test_cli_start_up_leaves_heavy_libraries_for_the_commands_that_use_them() ->
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip() == "[]"
+
+
+def test_each_command_takes_its_group_of_the_shared_settings_options() -> None:
+    shared = {f.name for f in fields(cli.Flags)}
+
+    def options(command: TyperCommand) -> list[str]:
+        return [p.opts[-1] for p in command.params if p.name in shared]
+
+    group = typer.main.get_command(app)
+    assert isinstance(group, TyperGroup)
+    commands = {
+        f"{name} {sub}".strip(): command
+        for name, top in group.commands.items()
+        for sub, command in (top.commands.items() if isinstance(top, TyperGroup) else [("", top)])
+    }
+    # The groups the commands had when each declared its options itself (chat without --token,
+    # eval retrieval without --embed-base-url), in the order their --help lists them.
+    store, embed = "--db --token --collection", "--embedder --embed-base-url"
+    llm = "--llm --base-url --model --api-key"
+    assert {name: " ".join(options(command)) for name, command in commands.items()} == {
+        "ingest": f"{store} {embed}",
+        "search": f"--top-k --mode {store} {embed} {llm}",
+        "ask": f"--top-k --mode --effort {store} {embed} {llm} --max-tokens --context-window "
+        "--answer-tokens",
+        "chat": f"--top-k --mode --effort --db --collection {embed} {llm} --max-tokens",
+        "status": f"{store} {llm}",
+        "eval retrieval": f"--mode {store} --embedder {llm}",
+        "eval answers": f"--top-k --mode {store} {embed} --base-url --api-key --max-tokens",
+        "serve": f"--top-k --mode --effort {store} {embed} {llm} --max-tokens",
+        "mcp": f"--top-k --mode --effort {store} {embed} {llm}",
+    }
 
 
 def test_ingest_embeds_without_pytorch(embedder: Embedder, tmp_path: Path) -> None:
