@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import typer
@@ -15,6 +16,7 @@ from llm_server import Reply, ScriptedLLMServer
 from typer.core import TyperCommand, TyperGroup
 from typer.testing import CliRunner
 
+from ossrag import config
 from ossrag.cli import app as cli
 from ossrag.cli.app import EXIT_WARNINGS, app
 from ossrag.embed.encoders import Embedder
@@ -191,11 +193,33 @@ def test_bad_db_path_is_one_line(store_env: dict[str, str], tmp_path: Path) -> N
 
 
 def test_cli_start_up_leaves_heavy_libraries_for_the_commands_that_use_them() -> None:
-    # openai alone is about a second of every command's start-up; search never needs it
-    code = "import sys, ossrag.cli.app; print(sorted({'openai', 'torch'} & set(sys.modules)))"
+    # `ossrag --help` took a second when the CLI imported the engine (pymilvus, onnxruntime,
+    # numpy), openai and the server at start-up; pydantic-settings costs a tenth more.
+    heavy = {"pymilvus", "onnxruntime", "openai", "torch", "numpy", "fastapi", "pydantic_settings"}
+    code = f"import sys, ossrag.cli; print(sorted({heavy!r} & set(sys.modules)))"
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip() == "[]"
+
+
+def test_the_packages_names_load_when_first_asked_for() -> None:
+    code = (
+        "import sys, ossrag\n"
+        "print('ossrag.engine.index' in sys.modules)\n"
+        "from ossrag import Index, Passage\n"
+        "print(Index.__module__, ossrag.Passage is Passage, ossrag.Index is Index)\n"
+        "getattr(ossrag, 'Nope')"
+    )
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert imported.stdout.split() == ["False", "ossrag.engine.index", "True", "True"]
+    assert imported.stderr.strip().endswith(
+        "AttributeError: module 'ossrag' has no attribute 'Nope'"
+    )
+
+
+def test_the_clis_mode_and_effort_choices_are_the_settings_ones() -> None:
+    assert get_args(cli.Mode) == get_args(config.Mode) == ("hybrid", "dense", "bm25")
+    assert get_args(cli.Effort) == get_args(config.Effort) == ("low", "medium", "high")
 
 
 def test_each_command_takes_its_group_of_the_shared_settings_options() -> None:

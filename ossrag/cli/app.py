@@ -1,7 +1,9 @@
 """The `ossrag` command: a thin typer shell over `ossrag.Index`.
 
-The settings options the commands share are declared once, as the fields of `Flags`, and
-`settings_options` gives each command its group of them.
+Start-up stays light: a command imports the engine, the evaluation or a server when it runs, so
+`ossrag --help` loads none of pymilvus, onnxruntime or openai. The settings options the commands
+share are declared once, as the fields of `Flags`, and `settings_options` gives each command its
+group of them.
 """
 
 from __future__ import annotations
@@ -18,41 +20,26 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
 
 import typer
-from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from ossrag.cli.chat import HELP as CHAT_HELP
-from ossrag.cli.chat import ChatSession, input_lines
-from ossrag.cli.chat import run as run_chat
-from ossrag.config import ConfigError, Effort, Mode, Settings, load_settings
 from ossrag.console import StreamPrinter, shown, terminal_safe
-from ossrag.embed.encoders import EmbedderError
-from ossrag.engine.index import Index
-from ossrag.engine.ingest import Progress as IngestProgress
-from ossrag.eval.compare import Row as AnswerRow
-from ossrag.eval.compare import answers_cache_path, effort_notes
-from ossrag.eval.compare import compare as compare_answers
-from ossrag.eval.compare import summarise as summarise_answers
-from ossrag.eval.report import answers_html, fmt, retrieval_html, run_info
-from ossrag.eval.retrieval import RECALL_AT, EvalError, load_items, retrieval_reports
-from ossrag.generate.agent import ToolStep
-from ossrag.generate.answer import Answer, Retrieved
-from ossrag.generate.claims import report_lines
-from ossrag.generate.llm import EFFORTS, ContentDelta, LLMError, ReasoningDelta
-from ossrag.generate.structured import load_schema
-from ossrag.records import Passage
-from ossrag.retrieve.retriever import expect_lines, explain_line
-from ossrag.store.filters import Filter, FilterError, make_filter
-from ossrag.store.milvus import StoreError
 
 if TYPE_CHECKING:
+    from ossrag.config import Settings
+    from ossrag.engine.index import Index
+    from ossrag.engine.ingest import Progress as IngestProgress
     from ossrag.engine.watch import Synced
+    from ossrag.eval.compare import Row as AnswerRow
+    from ossrag.records import Passage
+    from ossrag.store.filters import Filter
 
+# ossrag.config's Mode and Effort, restated: importing pydantic-settings to read them would cost
+# `ossrag --help` a tenth of a second (tests/test_cli.py checks that they agree).
+Mode = Literal["hybrid", "dense", "bm25"]
+Effort = Literal["low", "medium", "high"]
 EXIT_ERROR = 1
 EXIT_WARNINGS = 3  # ingest completed, but some files were skipped
 
@@ -69,7 +56,16 @@ eval_app = typer.Typer(
 app.add_typer(eval_app, name="eval")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-USER_ERRORS = (ConfigError, StoreError, EmbedderError, LLMError, EvalError, FilterError)
+# Errors a user can fix, by module: each becomes one red line. An error can only have been raised
+# once its module is loaded, so catching one never imports anything.
+USER_ERRORS = {
+    "ossrag.config": "ConfigError",
+    "ossrag.store.milvus": "StoreError",
+    "ossrag.embed.encoders": "EmbedderError",
+    "ossrag.generate.llm": "LLMError",
+    "ossrag.eval.retrieval": "EvalError",
+    "ossrag.store.filters": "FilterError",
+}
 
 
 @dataclass(frozen=True)
@@ -167,12 +163,25 @@ SinceOpt = Annotated[
 
 
 def _where(paths: list[str], types: list[str], since: str | None) -> Filter:
+    from ossrag.store.filters import make_filter
+
     return make_filter(paths, types, since)
 
 
 def _settings(flags: Flags, **more: Any) -> Settings:
     """Settings from the flags given (and `more`, the command's own), else env, else file."""
+    from ossrag.config import load_settings
+
     return load_settings(**{**asdict(flags), **more})
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """The USER_ERRORS classes of the modules loaded so far."""
+    return tuple(
+        getattr(sys.modules[module], name)
+        for module, name in USER_ERRORS.items()
+        if module in sys.modules
+    )
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
@@ -185,7 +194,7 @@ def _user_errors() -> Iterator[None]:
     """User errors become one red line and exit code 1, never a traceback."""
     try:
         yield
-    except USER_ERRORS as exc:
+    except _user_error_types() as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
         raise _fail("interrupted", 130) from None
@@ -230,12 +239,22 @@ def ingest(
     json_output: JsonOpt = False,
 ) -> None:
     """Load, chunk, embed and store documents; re-runs only touch what changed."""
+    from ossrag.engine.index import Index
+
     with _user_errors():
         settings = _settings(flags)
         index = Index(settings)
         if json_output:
             report = index.ingest(paths, include=include, exclude=exclude, prune=not keep_missing)
         else:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
             with Progress(
                 TextColumn("[bold]ingesting"),
                 BarColumn(),
@@ -344,6 +363,9 @@ def search(
     json_output: JsonOpt = False,
 ) -> None:
     """Show the best passages for a question, with scores (no LLM needed)."""
+    from ossrag.engine.index import Index
+    from ossrag.retrieve.retriever import expect_lines, explain_line
+
     with _user_errors():
         settings = _settings(flags)
         where = _where(path, type_, since)
@@ -380,6 +402,7 @@ def search(
 def _print_sources(passages: list[Passage], console: Console) -> None:
     if not passages:
         return
+    from rich.table import Table
 
     table = Table(show_header=False, box=None, padding=(0, 1))
     for n, p in enumerate(passages, 1):
@@ -411,6 +434,14 @@ def ask(
     json_output: JsonOpt = False,
 ) -> None:
     """Answer a question from your documents, streaming, with numbered sources."""
+    from ossrag.config import ConfigError
+    from ossrag.engine.index import Index
+    from ossrag.generate.agent import ToolStep
+    from ossrag.generate.answer import Answer, Retrieved
+    from ossrag.generate.claims import report_lines
+    from ossrag.generate.llm import ContentDelta, ReasoningDelta
+    from ossrag.generate.structured import load_schema
+
     passages: list[Passage] = []
     try:
         settings = _settings(flags)
@@ -450,7 +481,7 @@ def ask(
             elif isinstance(event, Answer):
                 answer = event
         index.close()
-    except USER_ERRORS as exc:
+    except _user_error_types() as exc:
         if json_output:  # the passages found so far and the error, as one JSON object
             failed = Answer(question, "", "", passages)
             _print_json({**failed.to_dict(), "answer": None, "error": str(exc)})
@@ -481,6 +512,11 @@ def chat(
     since: SinceOpt = None,
 ) -> None:
     """Talk with your documents; follow-ups are understood. Reads stdin when piped."""
+    from ossrag.cli.chat import HELP as CHAT_HELP
+    from ossrag.cli.chat import ChatSession, input_lines
+    from ossrag.cli.chat import run as run_chat
+    from ossrag.engine.index import Index
+
     with _user_errors():
         settings = _settings(flags)
         where = _where(path, type_, since)
@@ -495,6 +531,10 @@ def chat(
 @settings_options(*STORE, *LLM)
 def status(*, flags: Flags, json_output: JsonOpt = False) -> None:
     """Where the store is, what it holds, and whether the LLM answers."""
+    from rich.table import Table
+
+    from ossrag.engine.index import Index
+
     with _user_errors():
         settings = _settings(flags)
         index = Index(settings)
@@ -554,6 +594,12 @@ def eval_retrieval(
     json_output: JsonOpt = False,
 ) -> None:
     """Recall@1/3/5/10, MRR@10 and latency of retrieval on a question set."""
+    from rich.table import Table
+
+    from ossrag.eval.report import retrieval_html, run_info
+    from ossrag.eval.retrieval import RECALL_AT, EvalError, load_items, retrieval_reports
+    from ossrag.retrieve.retriever import expect_lines
+
     with _user_errors():
         settings = _settings(flags)
         items = load_items(question_set)
@@ -641,6 +687,18 @@ def eval_answers(
     json_output: JsonOpt = False,
 ) -> None:
     """Compare models and reasoning efforts on a question set: quality, speed, citations."""
+    from rich import box
+    from rich.table import Table
+
+    from ossrag.config import ConfigError
+    from ossrag.engine.index import Index
+    from ossrag.eval.compare import answers_cache_path, effort_notes
+    from ossrag.eval.compare import compare as compare_answers
+    from ossrag.eval.compare import summarise as summarise_answers
+    from ossrag.eval.report import answers_html, fmt, run_info
+    from ossrag.eval.retrieval import load_items
+    from ossrag.generate.llm import EFFORTS
+
     with _user_errors():
         wanted = [e.strip() for e in efforts.split(",") if e.strip()]
         if not wanted or any(e not in EFFORTS for e in wanted):
@@ -768,10 +826,11 @@ def mcp_stdio(
     flags: Flags,
 ) -> None:
     """Serve the index to MCP clients (Claude Desktop, Cursor, VS Code) over stdio."""
+    from ossrag.engine.index import Index
+    from ossrag.mcp.server import build_mcp_server, serve_stdio
+
     with _user_errors():
         settings = _settings(flags)
-        from ossrag.mcp.server import build_mcp_server, serve_stdio  # the SDK loads only here
-
         index = Index(settings)
         try:
             with redirect_stdout(sys.stderr):  # stdout is the protocol's alone
