@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
+from typing import get_args
 
 import pytest
+import typer
 from conftest import write_docs
 from llm_server import Reply, ScriptedLLMServer
+from typer.core import TyperCommand, TyperGroup
 from typer.testing import CliRunner
 
+from ossrag import config
+from ossrag.cli import app as cli
 from ossrag.cli.app import EXIT_WARNINGS, app
 from ossrag.embed.encoders import Embedder
 
@@ -187,11 +193,64 @@ def test_bad_db_path_is_one_line(store_env: dict[str, str], tmp_path: Path) -> N
 
 
 def test_cli_start_up_leaves_heavy_libraries_for_the_commands_that_use_them() -> None:
-    # openai alone is about a second of every command's start-up; search never needs it
-    code = "import sys, ossrag.cli.app; print(sorted({'openai', 'torch'} & set(sys.modules)))"
+    # `ossrag --help` took a second when the CLI imported the engine (pymilvus, onnxruntime,
+    # numpy), openai and the server at start-up; pydantic-settings costs a tenth more.
+    heavy = {"pymilvus", "onnxruntime", "openai", "torch", "numpy", "fastapi", "pydantic_settings"}
+    code = f"import sys, ossrag.cli; print(sorted({heavy!r} & set(sys.modules)))"
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip() == "[]"
+
+
+def test_the_packages_names_load_when_first_asked_for() -> None:
+    code = (
+        "import sys, ossrag\n"
+        "print('ossrag.engine.index' in sys.modules)\n"
+        "from ossrag import Index, Passage\n"
+        "print(Index.__module__, ossrag.Passage is Passage, ossrag.Index is Index)\n"
+        "getattr(ossrag, 'Nope')"
+    )
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert imported.stdout.split() == ["False", "ossrag.engine.index", "True", "True"]
+    assert imported.stderr.strip().endswith(
+        "AttributeError: module 'ossrag' has no attribute 'Nope'"
+    )
+
+
+def test_the_clis_mode_and_effort_choices_are_the_settings_ones() -> None:
+    assert get_args(cli.Mode) == get_args(config.Mode) == ("hybrid", "dense", "bm25")
+    assert get_args(cli.Effort) == get_args(config.Effort) == ("low", "medium", "high")
+
+
+def test_each_command_takes_its_group_of_the_shared_settings_options() -> None:
+    shared = {f.name for f in fields(cli.Flags)}
+
+    def options(command: TyperCommand) -> list[str]:
+        return [p.opts[-1] for p in command.params if p.name in shared]
+
+    group = typer.main.get_command(app)
+    assert isinstance(group, TyperGroup)
+    commands = {
+        f"{name} {sub}".strip(): command
+        for name, top in group.commands.items()
+        for sub, command in (top.commands.items() if isinstance(top, TyperGroup) else [("", top)])
+    }
+    # The groups the commands had when each declared its options itself (chat without --token,
+    # eval retrieval without --embed-base-url), in the order their --help lists them.
+    store, embed = "--db --token --collection", "--embedder --embed-base-url"
+    llm = "--llm --base-url --model --api-key"
+    assert {name: " ".join(options(command)) for name, command in commands.items()} == {
+        "ingest": f"{store} {embed}",
+        "search": f"--top-k --mode {store} {embed} {llm}",
+        "ask": f"--top-k --mode --effort {store} {embed} {llm} --max-tokens --context-window "
+        "--answer-tokens",
+        "chat": f"--top-k --mode --effort --db --collection {embed} {llm} --max-tokens",
+        "status": f"{store} {llm}",
+        "eval retrieval": f"--mode {store} --embedder {llm}",
+        "eval answers": f"--top-k --mode {store} {embed} --base-url --api-key --max-tokens",
+        "serve": f"--top-k --mode --effort {store} {embed} {llm} --max-tokens",
+        "mcp": f"--top-k --mode --effort {store} {embed} {llm}",
+    }
 
 
 def test_ingest_embeds_without_pytorch(embedder: Embedder, tmp_path: Path) -> None:

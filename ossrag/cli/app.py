@@ -1,56 +1,47 @@
-"""The `ossrag` command: a thin typer shell over `ossrag.Index`."""
+"""The `ossrag` command: a thin typer shell over `ossrag.Index`.
+
+Start-up stays light: a command imports the engine, the evaluation or a server when it runs, so
+`ossrag --help` loads none of pymilvus, onnxruntime or openai. The settings options the commands
+share are declared once, as the fields of `Flags`, and `settings_options` gives each command its
+group of them.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
 
 import typer
-from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from ossrag.cli.chat import HELP as CHAT_HELP
-from ossrag.cli.chat import ChatSession, input_lines
-from ossrag.cli.chat import run as run_chat
 from ossrag.cli.words import cli_message
-from ossrag.config import Effort, Mode, Settings, load_settings
 from ossrag.console import StreamPrinter, shown, terminal_safe
-from ossrag.engine.index import Index
-from ossrag.engine.ingest import Progress as IngestProgress
-from ossrag.errors import (
-    ConfigError,
-    EvalError,
-    OssragError,
-)
-from ossrag.eval.compare import Row as AnswerRow
-from ossrag.eval.compare import answers_cache_path, effort_notes
-from ossrag.eval.compare import compare as compare_answers
-from ossrag.eval.compare import summarise as summarise_answers
-from ossrag.eval.report import answers_html, fmt, retrieval_html, run_info
-from ossrag.eval.retrieval import RECALL_AT, load_items, retrieval_reports
-from ossrag.generate.agent import ToolStep
-from ossrag.generate.answer import Answer, Retrieved
-from ossrag.generate.claims import report_lines
-from ossrag.generate.llm import EFFORTS, ContentDelta, ReasoningDelta
-from ossrag.generate.structured import load_schema
-from ossrag.records import Passage
-from ossrag.retrieve.retriever import expect_lines, explain_line
-from ossrag.store.filters import Filter, make_filter
+from ossrag.errors import OssragError
 
 if TYPE_CHECKING:
+    from ossrag.config import Settings
+    from ossrag.engine.index import Index
+    from ossrag.engine.ingest import Progress as IngestProgress
     from ossrag.engine.watch import Synced
+    from ossrag.eval.compare import Row as AnswerRow
+    from ossrag.records import Passage
+    from ossrag.store.filters import Filter
 
+# ossrag.config's Mode and Effort, restated: importing pydantic-settings to read them would cost
+# `ossrag --help` a tenth of a second (tests/test_cli.py checks that they agree).
+Mode = Literal["hybrid", "dense", "bm25"]
+Effort = Literal["low", "medium", "high"]
 EXIT_ERROR = 1
 EXIT_WARNINGS = 3  # ingest completed, but some files were skipped
 
@@ -69,26 +60,87 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 USER_ERRORS = (OssragError,)  # one red line and exit code 1, never a traceback
 
-# Settings flags shared by the commands; each falls back to OSSRAG_<NAME> and the config file.
-DbOpt = Annotated[
-    str | None, typer.Option("--db", help="Milvus Lite path or server URI [OSSRAG_DB]")
-]
-TokenOpt = Annotated[str | None, typer.Option(help="Milvus server token [OSSRAG_TOKEN]")]
-CollectionOpt = Annotated[str | None, typer.Option(help="collection name [OSSRAG_COLLECTION]")]
-EmbedderOpt = Annotated[str | None, typer.Option(help="embedder [OSSRAG_EMBEDDER]")]
-EmbedUrlOpt = Annotated[
-    str | None, typer.Option(help="endpoint for openai:<model> embedders [OSSRAG_EMBED_BASE_URL]")
-]
-LlmOpt = Annotated[
-    str | None, typer.Option("--llm", help="preset: ollama|vllm|lmstudio|llamacpp|openrouter")
-]
-BaseUrlOpt = Annotated[str | None, typer.Option(help="LLM base URL [OSSRAG_BASE_URL]")]
-ModelOpt = Annotated[str | None, typer.Option(help="LLM model [OSSRAG_MODEL]")]
-ApiKeyOpt = Annotated[str | None, typer.Option(help="LLM API key [OSSRAG_API_KEY]")]
-EffortOpt = Annotated[Effort | None, typer.Option(help="reasoning effort [OSSRAG_EFFORT]")]
-MaxTokensOpt = Annotated[int | None, typer.Option(help="answer + reasoning budget")]
-KOpt = Annotated[int | None, typer.Option("-k", "--top-k", help="passages [OSSRAG_TOP_K]")]
-ModeOpt = Annotated[Mode | None, typer.Option(help="retrieval mode [OSSRAG_MODE]")]
+
+@dataclass(frozen=True)
+class Flags:
+    """The settings options shared by the commands, each declared once; a command gets the group
+    `settings_options` names. None: not given, so `OSSRAG_<NAME>`, then the config file, decide."""
+
+    top_k: Annotated[
+        int | None,
+        typer.Option("-k", "--top-k", help="passages [OSSRAG_TOP_K]"),
+    ] = None
+    mode: Annotated[Mode | None, typer.Option(help="retrieval mode [OSSRAG_MODE]")] = None
+    effort: Annotated[Effort | None, typer.Option(help="reasoning effort [OSSRAG_EFFORT]")] = None
+    db: Annotated[
+        str | None, typer.Option("--db", help="Milvus Lite path or server URI [OSSRAG_DB]")
+    ] = None
+    token: Annotated[str | None, typer.Option(help="Milvus server token [OSSRAG_TOKEN]")] = None
+    collection: Annotated[
+        str | None,
+        typer.Option(help="collection name [OSSRAG_COLLECTION]"),
+    ] = None
+    embedder: Annotated[str | None, typer.Option(help="embedder [OSSRAG_EMBEDDER]")] = None
+    embed_base_url: Annotated[
+        str | None,
+        typer.Option(help="endpoint for openai:<model> embedders [OSSRAG_EMBED_BASE_URL]"),
+    ] = None
+    llm: Annotated[
+        str | None, typer.Option("--llm", help="preset: ollama|vllm|lmstudio|llamacpp|openrouter")
+    ] = None
+    base_url: Annotated[str | None, typer.Option(help="LLM base URL [OSSRAG_BASE_URL]")] = None
+    model: Annotated[str | None, typer.Option(help="LLM model [OSSRAG_MODEL]")] = None
+    api_key: Annotated[str | None, typer.Option(help="LLM API key [OSSRAG_API_KEY]")] = None
+    max_tokens: Annotated[int | None, typer.Option(help="answer + reasoning budget")] = None
+    context_window: Annotated[
+        int | None, typer.Option(help="model context in tokens [OSSRAG_CONTEXT_WINDOW]")
+    ] = None
+    answer_tokens: Annotated[
+        int | None, typer.Option(help="tokens kept for reasoning + answer [OSSRAG_ANSWER_TOKENS]")
+    ] = None
+
+
+STORE = ("db", "token", "collection")
+EMBED = ("embedder", "embed_base_url")
+LLM = ("llm", "base_url", "model", "api_key")
+BUDGET = ("max_tokens", "context_window", "answer_tokens")
+
+Command = Callable[..., None]
+
+
+def settings_options(*names: str) -> Callable[[Command], Command]:
+    """Give a command the `Flags` options `names`, in this order, where its keyword-only
+    `flags: Flags` parameter is, and call it with them as that one `Flags`. A command that declares
+    a parameter of one of these names keeps its own there instead (serve's repeatable
+    --collection)."""
+    hints = get_type_hints(Flags, include_extras=True)
+
+    def decorate(command: Command) -> Command:
+        own = inspect.signature(command, eval_str=True).parameters  # typer evaluates no strings
+        shared = [name for name in names if name not in own]
+        kw = inspect.Parameter.KEYWORD_ONLY
+        params: list[inspect.Parameter] = []
+        for param in own.values():
+            if param.name == "flags":
+                params += [
+                    own[name].replace(kind=kw)
+                    if name in own
+                    else inspect.Parameter(name, kw, default=None, annotation=hints[name])
+                    for name in names
+                ]
+            elif param.name not in names:
+                params.append(param)
+
+        @functools.wraps(command)
+        def run(**given: Any) -> None:
+            command(flags=Flags(**{name: given.pop(name) for name in shared}), **given)
+
+        run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        return run
+
+    return decorate
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 # Filters: which files a search may return passages from (ossrag.store.filters).
 PathOpt = Annotated[
@@ -104,11 +156,16 @@ SinceOpt = Annotated[
 
 
 def _where(paths: list[str], types: list[str], since: str | None) -> Filter:
+    from ossrag.store.filters import make_filter
+
     return make_filter(paths, types, since)
 
 
-def _settings(**flags: Any) -> Settings:
-    return load_settings(**flags)
+def _settings(flags: Flags, **more: Any) -> Settings:
+    """Settings from the flags given (and `more`, the command's own), else env, else file."""
+    from ossrag.config import load_settings
+
+    return load_settings(**{**asdict(flags), **more})
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
@@ -147,6 +204,7 @@ def _location(p: Passage) -> str:
 
 
 @app.command()
+@settings_options(*STORE, *EMBED)
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="files or directories")],
     include: Annotated[list[str], typer.Option(help="glob to include, e.g. '*.md'")] = [],  # noqa: B006
@@ -157,23 +215,27 @@ def ingest(
     watch: Annotated[
         bool, typer.Option("--watch", help="then keep syncing as files change (Ctrl-C stops)")
     ] = False,
-    db: DbOpt = None,
-    token: TokenOpt = None,
-    collection: CollectionOpt = None,
-    embedder: EmbedderOpt = None,
-    embed_base_url: EmbedUrlOpt = None,
+    *,
+    flags: Flags,
     json_output: JsonOpt = False,
 ) -> None:
     """Load, chunk, embed and store documents; re-runs only touch what changed."""
+    from ossrag.engine.index import Index
+
     with _user_errors():
-        settings = _settings(
-            db=db, token=token, collection=collection, embedder=embedder,
-            embed_base_url=embed_base_url,
-        )  # fmt: skip
+        settings = _settings(flags)
         index = Index(settings)
         if json_output:
             report = index.ingest(paths, include=include, exclude=exclude, prune=not keep_missing)
         else:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
             with Progress(
                 TextColumn("[bold]ingesting"),
                 BarColumn(),
@@ -261,10 +323,9 @@ def _watch(
 
 
 @app.command()
+@settings_options("top_k", "mode", *STORE, *EMBED, *LLM)
 def search(
     question: Annotated[str, typer.Argument(help="what to look for")],
-    k: KOpt = None,
-    mode: ModeOpt = None,
     rewrite: Annotated[
         bool, typer.Option(help="add LLM-written English queries (translation, expansion)")
     ] = False,
@@ -278,24 +339,16 @@ def search(
         str | None,
         typer.Option(help="a file that should be found: where it ranked and what beat it"),
     ] = None,
-    db: DbOpt = None,
-    token: TokenOpt = None,
-    collection: CollectionOpt = None,
-    embedder: EmbedderOpt = None,
-    embed_base_url: EmbedUrlOpt = None,
-    llm: LlmOpt = None,
-    base_url: BaseUrlOpt = None,
-    model: ModelOpt = None,
-    api_key: ApiKeyOpt = None,
+    *,
+    flags: Flags,
     json_output: JsonOpt = False,
 ) -> None:
     """Show the best passages for a question, with scores (no LLM needed)."""
+    from ossrag.engine.index import Index
+    from ossrag.retrieve.retriever import expect_lines, explain_line
+
     with _user_errors():
-        settings = _settings(
-            db=db, token=token, collection=collection, embedder=embedder,
-            embed_base_url=embed_base_url, top_k=k, mode=mode, llm=llm, base_url=base_url,
-            model=model, api_key=api_key,
-        )  # fmt: skip
+        settings = _settings(flags)
         where = _where(path, type_, since)
         index = Index(settings)
         result = index.search(question, rewrite=rewrite, explain=explain, where=where)
@@ -330,6 +383,8 @@ def search(
 def _print_sources(passages: list[Passage], console: Console) -> None:
     if not passages:
         return
+    from rich.table import Table
+
     table = Table(show_header=False, box=None, padding=(0, 1))
     for n, p in enumerate(passages, 1):
         table.add_row(f"[bold cyan][{n}][/]", _location(p), f"[dim]{p.score:.3f}[/]")
@@ -338,31 +393,15 @@ def _print_sources(passages: list[Passage], console: Console) -> None:
 
 
 @app.command()
+@settings_options("top_k", "mode", "effort", *STORE, *EMBED, *LLM, *BUDGET)
 def ask(
     question: Annotated[str, typer.Argument(help="your question")],
-    k: KOpt = None,
-    mode: ModeOpt = None,
-    effort: EffortOpt = None,
     show_reasoning: Annotated[bool, typer.Option(help="print the model's reasoning")] = False,
     show_evidence: Annotated[
         bool, typer.Option(help="print each cited claim with the sentence that supports it")
     ] = False,
-    db: DbOpt = None,
-    token: TokenOpt = None,
-    collection: CollectionOpt = None,
-    embedder: EmbedderOpt = None,
-    embed_base_url: EmbedUrlOpt = None,
-    llm: LlmOpt = None,
-    base_url: BaseUrlOpt = None,
-    model: ModelOpt = None,
-    api_key: ApiKeyOpt = None,
-    max_tokens: MaxTokensOpt = None,
-    context_window: Annotated[
-        int | None, typer.Option(help="model context in tokens [OSSRAG_CONTEXT_WINDOW]")
-    ] = None,
-    answer_tokens: Annotated[
-        int | None, typer.Option(help="tokens kept for reasoning + answer [OSSRAG_ANSWER_TOKENS]")
-    ] = None,
+    *,
+    flags: Flags,
     agent: Annotated[
         bool, typer.Option("--agent", help="let the model search through tools, several times")
     ] = False,
@@ -376,14 +415,17 @@ def ask(
     json_output: JsonOpt = False,
 ) -> None:
     """Answer a question from your documents, streaming, with numbered sources."""
+    from ossrag.config import ConfigError
+    from ossrag.engine.index import Index
+    from ossrag.generate.agent import ToolStep
+    from ossrag.generate.answer import Answer, Retrieved
+    from ossrag.generate.claims import report_lines
+    from ossrag.generate.llm import ContentDelta, ReasoningDelta
+    from ossrag.generate.structured import load_schema
+
     passages: list[Passage] = []
     try:
-        settings = _settings(
-            db=db, token=token, collection=collection, embedder=embedder,
-            embed_base_url=embed_base_url, top_k=k, mode=mode, effort=effort, llm=llm,
-            base_url=base_url, model=model, api_key=api_key, max_tokens=max_tokens,
-            context_window=context_window, answer_tokens=answer_tokens,
-        )  # fmt: skip
+        settings = _settings(flags)
         where = _where(path, type_, since)
         if json_schema is not None:
             if agent:
@@ -441,31 +483,23 @@ def ask(
 
 
 @app.command()
+@settings_options("top_k", "mode", "effort", "db", "collection", *EMBED, *LLM, "max_tokens")
 def chat(
-    k: KOpt = None,
-    mode: ModeOpt = None,
-    effort: EffortOpt = None,
     show_reasoning: Annotated[bool, typer.Option(help="print the model's reasoning")] = False,
-    db: DbOpt = None,
-    collection: CollectionOpt = None,
-    embedder: EmbedderOpt = None,
-    embed_base_url: EmbedUrlOpt = None,
-    llm: LlmOpt = None,
-    base_url: BaseUrlOpt = None,
-    model: ModelOpt = None,
-    api_key: ApiKeyOpt = None,
-    max_tokens: MaxTokensOpt = None,
+    *,
+    flags: Flags,
     path: PathOpt = [],  # noqa: B006
     type_: TypeOpt = [],  # noqa: B006
     since: SinceOpt = None,
 ) -> None:
     """Talk with your documents; follow-ups are understood. Reads stdin when piped."""
+    from ossrag.cli.chat import HELP as CHAT_HELP
+    from ossrag.cli.chat import ChatSession, input_lines
+    from ossrag.cli.chat import run as run_chat
+    from ossrag.engine.index import Index
+
     with _user_errors():
-        settings = _settings(
-            db=db, collection=collection, embedder=embedder, embed_base_url=embed_base_url,
-            top_k=k, mode=mode, effort=effort, llm=llm, base_url=base_url, model=model,
-            api_key=api_key, max_tokens=max_tokens,
-        )  # fmt: skip
+        settings = _settings(flags)
         where = _where(path, type_, since)
         index = Index(settings)
         session = ChatSession(index, settings.effort, show_reasoning, where=where)
@@ -475,22 +509,15 @@ def chat(
 
 
 @app.command()
-def status(
-    db: DbOpt = None,
-    token: TokenOpt = None,
-    collection: CollectionOpt = None,
-    llm: LlmOpt = None,
-    base_url: BaseUrlOpt = None,
-    model: ModelOpt = None,
-    api_key: ApiKeyOpt = None,
-    json_output: JsonOpt = False,
-) -> None:
+@settings_options(*STORE, *LLM)
+def status(*, flags: Flags, json_output: JsonOpt = False) -> None:
     """Where the store is, what it holds, and whether the LLM answers."""
+    from rich.table import Table
+
+    from ossrag.engine.index import Index
+
     with _user_errors():
-        settings = _settings(
-            db=db, token=token, collection=collection, llm=llm, base_url=base_url, model=model,
-            api_key=api_key,
-        )  # fmt: skip
+        settings = _settings(flags)
         index = Index(settings)
         report = index.status()
         index.close()
@@ -523,6 +550,7 @@ def status(
 
 
 @eval_app.command("retrieval")
+@settings_options("mode", *STORE, "embedder", *LLM)
 def eval_retrieval(
     question_set: Annotated[Path, typer.Argument(help="JSONL: question, lang, evidence, ...")],
     corpus: Annotated[
@@ -532,7 +560,6 @@ def eval_retrieval(
     baseline: Annotated[
         str | None, typer.Option(help="also run a baseline recipe: tutorial")
     ] = None,
-    mode: ModeOpt = None,
     rewrite: Annotated[
         bool, typer.Option(help="expand/translate questions through the LLM first")
     ] = False,
@@ -543,22 +570,19 @@ def eval_retrieval(
     path: PathOpt = [],  # noqa: B006
     type_: TypeOpt = [],  # noqa: B006
     since: SinceOpt = None,
-    db: DbOpt = None,
-    token: TokenOpt = None,
-    collection: CollectionOpt = None,
-    embedder: EmbedderOpt = None,
-    llm: LlmOpt = None,
-    base_url: BaseUrlOpt = None,
-    model: ModelOpt = None,
-    api_key: ApiKeyOpt = None,
+    *,
+    flags: Flags,
     json_output: JsonOpt = False,
 ) -> None:
     """Recall@1/3/5/10, MRR@10 and latency of retrieval on a question set."""
+    from rich.table import Table
+
+    from ossrag.eval.report import retrieval_html, run_info
+    from ossrag.eval.retrieval import RECALL_AT, EvalError, load_items, retrieval_reports
+    from ossrag.retrieve.retriever import expect_lines
+
     with _user_errors():
-        settings = _settings(
-            db=db, token=token, collection=collection, embedder=embedder, mode=mode, llm=llm,
-            base_url=base_url, model=model, api_key=api_key,
-        )  # fmt: skip
+        settings = _settings(flags)
         items = load_items(question_set)
         if corpus is not None and not corpus.is_dir():
             raise EvalError(f"--corpus {corpus}: not a directory")
@@ -624,6 +648,7 @@ def eval_retrieval(
 
 
 @eval_app.command("answers")
+@settings_options("top_k", "mode", *STORE, *EMBED, "base_url", "api_key", "max_tokens")
 def eval_answers(
     question_set: Annotated[Path, typer.Argument(help="JSONL: question, evidence, answer, ...")],
     models: Annotated[
@@ -638,28 +663,28 @@ def eval_answers(
         Path | None, typer.Option(help="JSONL of finished answers: re-runs resume from it")
     ] = None,
     html_path: Annotated[Path | None, typer.Option("--html", help="write an HTML report")] = None,
-    k: KOpt = None,
-    mode: ModeOpt = None,
-    db: DbOpt = None,
-    token: TokenOpt = None,
-    collection: CollectionOpt = None,
-    embedder: EmbedderOpt = None,
-    embed_base_url: EmbedUrlOpt = None,
-    base_url: BaseUrlOpt = None,
-    api_key: ApiKeyOpt = None,
-    max_tokens: MaxTokensOpt = None,
+    *,
+    flags: Flags,
     json_output: JsonOpt = False,
 ) -> None:
     """Compare models and reasoning efforts on a question set: quality, speed, citations."""
+    from rich import box
+    from rich.table import Table
+
+    from ossrag.config import ConfigError
+    from ossrag.engine.index import Index
+    from ossrag.eval.compare import answers_cache_path, effort_notes
+    from ossrag.eval.compare import compare as compare_answers
+    from ossrag.eval.compare import summarise as summarise_answers
+    from ossrag.eval.report import answers_html, fmt, run_info
+    from ossrag.eval.retrieval import load_items
+    from ossrag.generate.llm import EFFORTS
+
     with _user_errors():
         wanted = [e.strip() for e in efforts.split(",") if e.strip()]
         if not wanted or any(e not in EFFORTS for e in wanted):
             raise ConfigError(f"--effort {efforts!r}: use some of {','.join(EFFORTS)}")
-        settings = _settings(
-            db=db, token=token, collection=collection, embedder=embedder,
-            embed_base_url=embed_base_url, top_k=k, mode=mode, base_url=base_url,
-            api_key=api_key, max_tokens=max_tokens,
-        )  # fmt: skip
+        settings = _settings(flags)
         items = load_items(question_set)[:limit]
         cache = cache or answers_cache_path(settings, question_set)
         if not json_output:
@@ -721,6 +746,7 @@ def eval_answers(
 
 
 @app.command()
+@settings_options("top_k", "mode", "effort", *STORE, *EMBED, *LLM, "max_tokens")
 def serve(
     host: Annotated[str | None, typer.Option(help="address to bind [OSSRAG_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="port [OSSRAG_PORT]")] = None,
@@ -749,35 +775,21 @@ def serve(
     request_timeout: Annotated[
         float | None, typer.Option(help="seconds a request may take [OSSRAG_REQUEST_TIMEOUT]")
     ] = None,
-    k: KOpt = None,
-    mode: ModeOpt = None,
-    effort: EffortOpt = None,
-    db: DbOpt = None,
-    token: TokenOpt = None,
     collection: Annotated[
         list[str],
         typer.Option(help="collection served as model ossrag/<name> (repeatable; first: default)"),
     ] = [],  # noqa: B006
-    embedder: EmbedderOpt = None,
-    embed_base_url: EmbedUrlOpt = None,
-    llm: LlmOpt = None,
-    base_url: BaseUrlOpt = None,
-    model: ModelOpt = None,
-    api_key: ApiKeyOpt = None,
-    max_tokens: MaxTokensOpt = None,
+    *,
+    flags: Flags,
 ) -> None:
     """Serve an OpenAI-compatible RAG API (/v1/chat/completions, /docs) and a web UI (/)."""
     with _user_errors():
         settings = _settings(
-            host=host, port=port, api_keys=api_keys, api_keys_file=api_keys_file,
+            flags, host=host, port=port, api_keys=api_keys, api_keys_file=api_keys_file,
             allowed_roots=allowed_root or None, cors_origins=cors_origin or None,
-            allowed_hosts=allowed_host or None,
-            watch=watch or None,
-            insecure=insecure or None, request_timeout=request_timeout, top_k=k, mode=mode,
-            effort=effort, db=db, token=token, collection=collection[0] if collection else None,
-            collections=collection or None, embedder=embedder,
-            embed_base_url=embed_base_url, llm=llm, base_url=base_url, model=model,
-            api_key=api_key, max_tokens=max_tokens,
+            allowed_hosts=allowed_host or None, watch=watch or None, insecure=insecure or None,
+            request_timeout=request_timeout, collection=collection[0] if collection else None,
+            collections=collection or None,
         )  # fmt: skip
         from ossrag.http.app import serve as run_server  # FastAPI loads only for this command
 
@@ -785,33 +797,21 @@ def serve(
 
 
 @app.command("mcp")
+@settings_options("top_k", "mode", "effort", *STORE, *EMBED, *LLM)
 def mcp_stdio(
     ask: Annotated[
         bool | None,
         typer.Option("--ask/--no-ask", help="offer the ask tool [default: if the LLM answers]"),
     ] = None,
-    k: KOpt = None,
-    mode: ModeOpt = None,
-    effort: EffortOpt = None,
-    db: DbOpt = None,
-    token: TokenOpt = None,
-    collection: CollectionOpt = None,
-    embedder: EmbedderOpt = None,
-    embed_base_url: EmbedUrlOpt = None,
-    llm: LlmOpt = None,
-    base_url: BaseUrlOpt = None,
-    model: ModelOpt = None,
-    api_key: ApiKeyOpt = None,
+    *,
+    flags: Flags,
 ) -> None:
     """Serve the index to MCP clients (Claude Desktop, Cursor, VS Code) over stdio."""
-    with _user_errors():
-        settings = _settings(
-            top_k=k, mode=mode, effort=effort, db=db, token=token, collection=collection,
-            embedder=embedder, embed_base_url=embed_base_url, llm=llm, base_url=base_url,
-            model=model, api_key=api_key,
-        )  # fmt: skip
-        from ossrag.mcp.server import build_mcp_server, serve_stdio  # the SDK loads only here
+    from ossrag.engine.index import Index
+    from ossrag.mcp.server import build_mcp_server, serve_stdio
 
+    with _user_errors():
+        settings = _settings(flags)
         index = Index(settings)
         try:
             with redirect_stdout(sys.stderr):  # stdout is the protocol's alone
