@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from ossrag.choices import Mode
 from ossrag.chunk.chunker import chunk_document
-from ossrag.config import Mode, load_settings
+from ossrag.config import load_settings
 from ossrag.embed.crosslingual import load_word_encoder, vocabulary
 from ossrag.embed.encoders import MiniLMEmbedder
 from ossrag.engine.index import Index

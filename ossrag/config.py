@@ -16,12 +16,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from ossrag.choices import Effort, FusionName, Mode, Rewrite
 from ossrag.errors import ConfigError, setting
-
-Effort = Literal["low", "medium", "high"]
-Mode = Literal["hybrid", "dense", "bm25"]
-FusionName = Literal["relative", "weighted", "rrf"]
-Rewrite = Literal["off", "foreign", "all"]
 
 # Copy-paste settings for the servers people run gpt-oss on.
 LLM_PRESETS: dict[str, dict[str, str]] = {

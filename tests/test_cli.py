@@ -7,7 +7,6 @@ import subprocess
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import get_args
 
 import pytest
 import typer
@@ -16,7 +15,6 @@ from llm_server import Reply, ScriptedLLMServer
 from typer.core import TyperCommand, TyperGroup
 from typer.testing import CliRunner
 
-from ossrag import config
 from ossrag.cli import app as cli
 from ossrag.cli.app import EXIT_WARNINGS, app
 from ossrag.embed.encoders import Embedder
@@ -215,11 +213,6 @@ def test_the_packages_names_load_when_first_asked_for() -> None:
     assert imported.stderr.strip().endswith(
         "AttributeError: module 'ossrag' has no attribute 'Nope'"
     )
-
-
-def test_the_clis_mode_and_effort_choices_are_the_settings_ones() -> None:
-    assert get_args(cli.Mode) == get_args(config.Mode) == ("hybrid", "dense", "bm25")
-    assert get_args(cli.Effort) == get_args(config.Effort) == ("low", "medium", "high")
 
 
 def test_each_command_takes_its_group_of_the_shared_settings_options() -> None:

@@ -21,8 +21,9 @@ from test_server import LiveServer
 from test_servers import Server, lite_server
 from typer.testing import CliRunner
 
+from ossrag.choices import Mode
 from ossrag.cli.app import app
-from ossrag.config import Mode, load_settings
+from ossrag.config import load_settings
 from ossrag.embed.encoders import Embedder
 from ossrag.engine.index import Index
 from ossrag.errors import FilterError

@@ -20,11 +20,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
 from rich.console import Console
 
+from ossrag.choices import Effort, Mode
 from ossrag.cli.words import cli_message
 from ossrag.console import StreamPrinter, shown, terminal_safe
 from ossrag.errors import OssragError
@@ -38,10 +39,6 @@ if TYPE_CHECKING:
     from ossrag.records import Passage
     from ossrag.store.filters import Filter
 
-# ossrag.config's Mode and Effort, restated: importing pydantic-settings to read them would cost
-# `ossrag --help` a tenth of a second (tests/test_cli.py checks that they agree).
-Mode = Literal["hybrid", "dense", "bm25"]
-Effort = Literal["low", "medium", "high"]
 EXIT_ERROR = 1
 EXIT_WARNINGS = 3  # ingest completed, but some files were skipped
 

@@ -9,7 +9,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ossrag.config import Mode, Settings, load_settings
+from ossrag.choices import Mode
+from ossrag.config import Settings, load_settings
 from ossrag.embed.encoders import DEFAULT_ENCODER, Embedder, Encoder, QueryBatcher, load_embedder
 from ossrag.embed.rerank import load_reranker
 from ossrag.engine.ingest import Chunker, Ingestor, IngestReport, ProgressCallback

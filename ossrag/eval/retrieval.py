@@ -19,8 +19,9 @@ import numpy as np
 from platformdirs import user_cache_dir
 from pydantic import BaseModel, ValidationError
 
+from ossrag.choices import Mode
 from ossrag.chunk.chunker import chunk_id
-from ossrag.config import Mode, Settings
+from ossrag.config import Settings
 from ossrag.embed.encoders import DEFAULT_ENCODER, Embedder
 from ossrag.engine.index import Index
 from ossrag.engine.ingest import ProgressCallback

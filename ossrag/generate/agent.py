@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
 
-from ossrag.config import Mode
+from ossrag.choices import Mode
 from ossrag.errors import LLMError, StoreError, setting
 from ossrag.generate.answer import Answer, Retrieved, stream_answer
 from ossrag.generate.budget import Budget, prompt_tokens

@@ -16,7 +16,7 @@ from fastapi.responses import (
     StreamingResponse,
 )
 
-from ossrag.config import Effort, Mode
+from ossrag.choices import Effort, Mode
 from ossrag.engine.index import Index
 from ossrag.generate.agent import ToolStep
 from ossrag.generate.answer import Answer, AskEvent, Retrieved, Rewritten

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ossrag.config import Effort
+from ossrag.choices import Effort
 from ossrag.generate.usage import responses_usage
 
 MAX_REMEMBERED = 1000

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ossrag.config import Effort, Mode
+from ossrag.choices import Effort, Mode
 from ossrag.errors import FilterError
 from ossrag.generate.structured import (
     BASE_SCHEMA,

@@ -23,7 +23,7 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp
 
-from ossrag.config import Effort, Mode
+from ossrag.choices import Effort, Mode
 from ossrag.engine.index import Index
 from ossrag.errors import OssragError
 from ossrag.records import Passage

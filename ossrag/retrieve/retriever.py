@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ossrag.config import FusionName, Mode
+from ossrag.choices import FusionName, Mode
 from ossrag.embed.crosslingual import reads_foreign
 from ossrag.embed.encoders import Embedder
 from ossrag.embed.lexical import bm25_terms
