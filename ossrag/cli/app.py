@@ -27,7 +27,7 @@ from rich.console import Console
 
 from ossrag.choices import Effort, Mode
 from ossrag.cli.words import cli_message
-from ossrag.console import StreamPrinter, shown, terminal_safe
+from ossrag.console import shown, terminal_safe
 from ossrag.errors import OssragError
 
 if TYPE_CHECKING:
@@ -412,12 +412,11 @@ def ask(
     json_output: JsonOpt = False,
 ) -> None:
     """Answer a question from your documents, streaming, with numbered sources."""
+    from ossrag.cli.render import EventPrinter
     from ossrag.config import ConfigError
     from ossrag.engine.index import Index
-    from ossrag.generate.agent import ToolStep
-    from ossrag.generate.answer import Answer, Retrieved
+    from ossrag.generate.answer import Answer
     from ossrag.generate.claims import report_lines
-    from ossrag.generate.llm import ContentDelta, ReasoningDelta
     from ossrag.generate.structured import load_schema
 
     passages: list[Passage] = []
@@ -436,28 +435,15 @@ def ask(
             _print_json(structured.to_dict())
             return
         index = Index(settings)
-        answer: Answer | None = None
-        printer = StreamPrinter(out, err, show_reasoning and not json_output)
+        printer = EventPrinter(out, err, show_reasoning, quiet=json_output)
         events = (
             index.agent_stream(question, where=where)
             if agent
             else index.ask_stream(question, where=where)
         )
         for event in events:
-            if isinstance(event, ToolStep):
-                if not json_output:
-                    err.print(f"[dim]{shown(event.summary)}[/]")
-            elif isinstance(event, Retrieved):
-                passages = event.result.passages
-                if event.result.notice and not json_output:
-                    err.print(f"[yellow]note:[/] {shown(event.result.notice)}")
-            elif isinstance(event, ReasoningDelta):
-                printer.reasoning(event.text)
-            elif isinstance(event, ContentDelta):
-                if not json_output:
-                    printer.content(event.text)
-            elif isinstance(event, Answer):
-                answer = event
+            printer(event)
+            passages = printer.passages
         index.close()
     except USER_ERRORS as exc:
         if json_output:  # the passages found so far and the error, as one JSON object
@@ -467,6 +453,7 @@ def ask(
             err.print()
             _print_sources(passages, err)
         raise _fail(cli_message(exc)) from None
+    answer = printer.answer
     assert answer is not None
     if json_output:
         _print_json(answer.to_dict())

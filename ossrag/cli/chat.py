@@ -18,13 +18,14 @@ from typing import Any
 
 from rich.console import Console
 
+from ossrag.cli.render import EventPrinter
 from ossrag.cli.words import cli_message
-from ossrag.console import StreamPrinter, shown, terminal_safe
+from ossrag.console import shown, terminal_safe
 from ossrag.engine.index import Index
 from ossrag.errors import LLMError
-from ossrag.generate.answer import Answer, AskEvent, Retrieved, Rewritten
+from ossrag.generate.answer import Answer, AskEvent, Retrieved
 from ossrag.generate.claims import report_lines
-from ossrag.generate.llm import EFFORTS, ContentDelta, ReasoningDelta
+from ossrag.generate.llm import EFFORTS
 from ossrag.records import Passage
 from ossrag.store.filters import Filter
 
@@ -128,20 +129,13 @@ def run(session: ChatSession, lines: Iterable[str], out: Console, err: Console) 
 
 
 def _answer(session: ChatSession, question: str, out: Console, err: Console) -> None:
-    printer = StreamPrinter(out, err, session.show_reasoning)
+    printer = EventPrinter(out, err, session.show_reasoning)
     for event in session.ask(question):
-        if isinstance(event, Rewritten):
-            err.print(f"[dim]searching for: {shown(event.question)}[/]")
-        elif isinstance(event, Retrieved) and event.result.notice:
-            err.print(f"[yellow]note:[/] {shown(event.result.notice)}")
-        elif isinstance(event, ReasoningDelta):
-            printer.reasoning(event.text)
-        elif isinstance(event, ContentDelta):
-            printer.content(event.text)
-        elif isinstance(event, Answer):
-            cited = ", ".join(f"[{n}] {event.passages[n - 1].source}" for n in event.cited)
-            out.print()
-            if cited:
-                err.print(f"[dim]sources: {shown(cited)}[/]")
-            for line, style in report_lines(event.claims):
-                err.print(terminal_safe(line), style=style, markup=False)
+        printer(event)
+    if (answer := printer.answer) is not None:
+        cited = ", ".join(f"[{n}] {answer.passages[n - 1].source}" for n in answer.cited)
+        out.print()
+        if cited:
+            err.print(f"[dim]sources: {shown(cited)}[/]")
+        for line, style in report_lines(answer.claims):
+            err.print(terminal_safe(line), style=style, markup=False)
