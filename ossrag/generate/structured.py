@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,18 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import best_match
 
+from ossrag.choices import Mode
 from ossrag.errors import LLMError
+from ossrag.generate.answer import Answer, AnswerEvent, Retrieved
 from ossrag.generate.budget import Budget
 from ossrag.generate.claims import Claim
-from ossrag.generate.llm import Completion, EmptyAnswerError, LLMClient
+from ossrag.generate.llm import (
+    Completion,
+    ContentDelta,
+    EmptyAnswerError,
+    LLMClient,
+    ReasoningDelta,
+)
 from ossrag.generate.prompts import JSON_ANSWER, SYSTEM_PROMPT, with_instructions
 from ossrag.generate.usage import complete_usage
 from ossrag.records import Passage
@@ -143,6 +151,26 @@ class StructuredAnswer:
     timings: dict[str, float] = field(default_factory=dict)
     notice: str = ""
     claims: list[Claim] = field(default_factory=list)  # of its "answer" text (Index.verify)
+
+    def events(self, question: str, mode: Mode) -> Iterator[AnswerEvent]:
+        """This answer as the events of a prose one, its JSON as the content (what a door that
+        streams sends)."""
+        text = json.dumps(self.data, ensure_ascii=False)
+        yield Retrieved(SearchResult(self.passages, mode, self.notice))
+        if self.reasoning:
+            yield ReasoningDelta(self.reasoning)
+        yield ContentDelta(text)
+        yield Answer(
+            question,
+            text,
+            self.reasoning,
+            self.passages,
+            "stop",
+            self.usage,
+            self.timings,
+            self.notice,
+            claims=self.claims,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -35,7 +35,6 @@ from ossrag.http.schemas import (
     parse_filter,
 )
 from ossrag.records import Passage
-from ossrag.retrieve.retriever import SearchResult
 from ossrag.store.filters import Filter
 
 # The RAG "models": the configured retrieval mode, or one forced; the agent searches by itself.
@@ -152,16 +151,7 @@ class _Turn:
         """A validated JSON answer (see ossrag.generate.structured) as the events of a prose one."""
         answer = index.ask_structured(question, schema, **options)
         self.json_cited = citation_numbers(answer.data)
-        text = json.dumps(answer.data, ensure_ascii=False)
-        mode = options["mode"] or index.settings.mode
-        yield Retrieved(SearchResult(answer.passages, mode, answer.notice))
-        if answer.reasoning:
-            yield ReasoningDelta(answer.reasoning)
-        yield ContentDelta(text)
-        yield Answer(
-            question, text, answer.reasoning, answer.passages, "stop", answer.usage,
-            answer.timings, answer.notice, claims=answer.claims,
-        )  # fmt: skip
+        yield from answer.events(question, options["mode"] or index.settings.mode)
 
     def cited(self, answer: Answer) -> list[int]:
         return answer.cited if self.json_cited is None else self.json_cited
