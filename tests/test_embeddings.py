@@ -102,7 +102,13 @@ def test_token_count_includes_special_tokens_and_no_padding(embedder: Embedder) 
     assert embedder.count_tokens("word " * 400) == 402  # not truncated at the window
 
 
-def test_tampered_weights_are_refused(tmp_path: Path) -> None:
+def test_tampered_weights_are_refused_when_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The weights are read, and checked, only to export the encoder (a search through an
+    export of the pinned ones reads none): with no export yet, tampered ones stop the first
+    question."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     model_dir = tmp_path / "model"
     shutil.copytree(minilm_model_dir(), model_dir)
     with (model_dir / "model.safetensors").open("r+b") as handle:
@@ -110,8 +116,10 @@ def test_tampered_weights_are_refused(tmp_path: Path) -> None:
         last = handle.read(1)
         handle.seek(-1, 2)
         handle.write(bytes([last[0] ^ 1]))
+    tampered = MiniLMEmbedder(model_dir=model_dir)
     with pytest.raises(EmbedderError, match="does not match the pinned"):
-        MiniLMEmbedder(model_dir=model_dir)
+        tampered.embed_query("Where is data kept?")
+    assert not list((tmp_path / "cache").rglob("model.onnx"))  # nothing exported
 
 
 def test_openai_compatible_endpoint() -> None:
@@ -153,11 +161,14 @@ def test_query_encoder_is_exported_once_and_a_damaged_copy_replaced(
     text = "How does Milvus flush data to persistent storage?"
     fresh = MiniLMEmbedder()
     assert float(fresh.embed_query(text) @ embedder.embed([text])[0]) > 0.9999
-    (exported,) = (tmp_path / "ossrag" / "models").glob("minilm-*.onnx")
+    (exported,) = (tmp_path / "ossrag" / "models").glob("minilm-*/model.onnx")
+    weights = exported.with_name("model.onnx.data")  # beside the graph: the session maps them
+    assert exported.stat().st_size < 100_000 and weights.stat().st_size > 80_000_000
     exported.write_bytes(b"not a model")
     again = MiniLMEmbedder()
     assert float(again.embed_query(text) @ embedder.embed([text])[0]) > 0.9999
-    assert exported.stat().st_size > 1_000_000
+    assert exported.stat().st_size > 1_000 and weights.stat().st_size > 80_000_000
+    assert [p.name for p in exported.parents[1].iterdir()] == [exported.parent.name]
 
 
 # --------------------------------------------------------------------------- int8 encoder
@@ -177,8 +188,8 @@ def test_int8_encoder_stays_close_to_fp32(embedder: Embedder, int8: MiniLMEmbedd
     assert queries.min() > 0.98, queries
     assert int8.name == "minilm-int8" and int8.dim == 384
     assert int8.embed([]).shape == (0, 384)
-    cached = sorted(p.name for p in onnx_cache_dir().glob("minilm-*-int8-ort*.onnx"))
-    assert f"-fused-int8-ort{onnxruntime.__version__}.onnx" in cached[-1]
+    cached = sorted(p.parent.name for p in onnx_cache_dir().glob("minilm-*-int8-ort*/model.onnx"))
+    assert any(name.endswith(f"-fused-int8-ort{onnxruntime.__version__}") for name in cached)
 
 
 def test_a_store_keeps_the_encoder_it_was_built_with(

@@ -401,7 +401,7 @@ def test_ingest_saves_the_index_and_a_new_process_loads_it(
     first.ingest([docs])  # no search: the ingest itself leaves the index ready
     generation = first.store.info().generation  # type: ignore[union-attr]
     first.close()
-    saved = Path(settings.db) / "ossrag-search" / settings.collection / "index.npz"
+    saved = Path(settings.db) / "ossrag-search" / settings.collection / "index.json"
     assert saved.exists() and generation
     again = Store(settings.db, settings.collection)
     try:

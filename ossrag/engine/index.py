@@ -7,25 +7,26 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ossrag.choices import Mode
 from ossrag.config import Settings, load_settings
 from ossrag.embed.encoders import DEFAULT_ENCODER, Embedder, Encoder, QueryBatcher, load_embedder
 from ossrag.embed.rerank import load_reranker
-from ossrag.engine.ingest import Chunker, Ingestor, IngestReport, ProgressCallback
 from ossrag.errors import LLMError
-from ossrag.generate.agent import MAX_OPEN_CHUNKS, Agent, AgentEvent
-from ossrag.generate.answer import Answer, AskEvent, Rewritten, stream_answer
-from ossrag.generate.budget import Budget
-from ossrag.generate.claims import Claim, Verifier, e5_encode
-from ossrag.generate.llm import LLMClient, LLMConfig
-from ossrag.generate.rewrite import REWRITE_OFF, expand_query, standalone_question
-from ossrag.generate.structured import BASE_SCHEMA, StructuredAnswer, answer_structured
 from ossrag.records import Passage
 from ossrag.retrieve.retriever import Reading, Retriever, SearchResult, passage_from_row
 from ossrag.store.filters import Filter
 from ossrag.store.milvus import FileRecord, Store
+
+if TYPE_CHECKING:  # imported when used: a search needs neither the ingest nor the LLM side
+    from ossrag.engine.ingest import Chunker, IngestReport, ProgressCallback
+    from ossrag.generate.agent import AgentEvent
+    from ossrag.generate.answer import Answer, AskEvent
+    from ossrag.generate.budget import Budget
+    from ossrag.generate.claims import Claim, Verifier
+    from ossrag.generate.llm import LLMClient
+    from ossrag.generate.structured import StructuredAnswer
 
 
 class Index:
@@ -91,6 +92,8 @@ class Index:
         """Checks answers' claims; MiniLM similarity only when MiniLM (fp32 or its int8 copy) is
         the index's embedder (the thresholds were measured with it), else words and facts alone
         for English."""
+        from ossrag.generate.claims import Verifier, e5_encode
+
         minilm = self.embedder.name.startswith("minilm")
         return Verifier(self.embedder.embed_queries if minilm else None, e5_encode)
 
@@ -100,6 +103,8 @@ class Index:
 
     def _verified(self, events: Iterator[Any]) -> Iterator[Any]:
         """The events, the final Answer with its claims checked (and the time it took)."""
+        from ossrag.generate.answer import Answer
+
         for event in events:
             if isinstance(event, Answer):
                 started = time.perf_counter()
@@ -109,10 +114,14 @@ class Index:
 
     @cached_property
     def budget(self) -> Budget:
+        from ossrag.generate.budget import Budget
+
         return Budget.from_settings(self.settings)
 
     @cached_property
     def llm(self) -> LLMClient:
+        from ossrag.generate.llm import LLMClient, LLMConfig
+
         s = self.settings
         return LLMClient(
             LLMConfig(
@@ -143,6 +152,8 @@ class Index:
         With `roots` (resolved directories), a file is read only if what is opened lies under
         one of them, checked as it is read: a file that escapes them is skipped with a warning.
         """
+        from ossrag.engine.ingest import Ingestor
+
         ingestor = Ingestor(
             self.store,
             self.embedder,
@@ -197,6 +208,8 @@ class Index:
         if not rewrite:
             result = self.retriever.search(reading, k, mode, where)
         else:
+            from ossrag.generate.rewrite import REWRITE_OFF, expand_query
+
             try:
                 queries = expand_query(self.llm, query)
             except LLMError as exc:
@@ -236,6 +249,9 @@ class Index:
         With `history` (earlier user/assistant turns), the question is first rewritten to stand
         alone (a `Rewritten` event), and that question is searched for and answered.
         """
+        from ossrag.generate.answer import Rewritten, stream_answer
+        from ossrag.generate.rewrite import standalone_question
+
         standalone = standalone_question(self.llm, question, history)
         if standalone != question:
             yield Rewritten(standalone)
@@ -265,6 +281,8 @@ class Index:
         instructions: str = "",
     ) -> Iterator[AgentEvent]:
         """Let the model search through tools, then answer: see `ossrag.generate.agent`."""
+        from ossrag.generate.agent import Agent
+
         s = self.settings
         agent = Agent(
             self.retriever, self.store, self.llm, self.budget, k=k or s.top_k,
@@ -280,7 +298,7 @@ class Index:
     def ask_structured(
         self,
         question: str,
-        schema: dict[str, Any] = BASE_SCHEMA,
+        schema: dict[str, Any] | None = None,
         *,
         k: int | None = None,
         mode: Mode | None = None,
@@ -290,7 +308,12 @@ class Index:
         instructions: str = "",
     ) -> StructuredAnswer:
         """A validated JSON answer (see `ossrag.generate.structured`; `schema` from
-        `load_schema`); a follow-up is rewritten to stand alone first, as in `ask_stream`."""
+        `load_schema`, BASE_SCHEMA if None); a follow-up is rewritten to stand alone first, as
+        in `ask_stream`."""
+        from ossrag.generate.rewrite import standalone_question
+        from ossrag.generate.structured import BASE_SCHEMA, answer_structured
+
+        schema = BASE_SCHEMA if schema is None else schema
         question = standalone_question(self.llm, question, history)
         result, retrieve_ms = self._timed_search(question, k, mode, where)
         answer = answer_structured(
@@ -317,6 +340,8 @@ class Index:
         return result, (time.perf_counter() - started) * 1000
 
     def ask(self, question: str, **options: Any) -> Answer:
+        from ossrag.generate.answer import Answer
+
         for event in self.ask_stream(question, **options):
             if isinstance(event, Answer):
                 return event
@@ -341,10 +366,14 @@ class Index:
         return found
 
     def read_source(
-        self, source: str, start_line: int, end_line: int, limit: int = MAX_OPEN_CHUNKS
+        self, source: str, start_line: int, end_line: int, limit: int | None = None
     ) -> list[Passage]:
         """The stored chunks of one file that overlap a line range, in line order (at most
-        `limit`); empty when nothing of that file is stored there."""
+        `limit`, by default the agent's MAX_OPEN_CHUNKS); empty when nothing of that file is
+        stored there."""
+        from ossrag.generate.agent import MAX_OPEN_CHUNKS
+
+        limit = MAX_OPEN_CHUNKS if limit is None else limit
         if self.store.info() is None:
             return []
         rows = self.store.chunks_in_range(source, start_line, end_line, limit)

@@ -89,9 +89,10 @@ def is_loopback(host: str) -> bool:
 
 
 def warm_up(index: Index) -> None:
-    """Load the embedder and open the store now, once, rather than on the first request."""
+    """Load the embedder and open the store now, once, rather than on the first request (and
+    hold a Lite store while serving: see Store.open)."""
     index.embedder.embed_query("warm up")
-    index.store.info()
+    index.store.open()
     _ = index.llm
 
 

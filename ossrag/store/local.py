@@ -4,11 +4,19 @@ Milvus Lite's engine is pure Python, so a Lite store is searched through a `Sear
 rows, built from the collection, tagged with the collection's generation and saved beside the
 store (a new process loads it in milliseconds while it is current). The cross-lingual lexicon
 is built from the same rows and kept the same way, embedding only words it has not seen.
+
+A sidecar beside them records the collection's facts (embedder, features, generation) together
+with a fingerprint of the store's own files: while both hold, a new process knows the saved
+index is current without opening Milvus at all (see `LocalCopy.read_sidecar`).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -57,20 +65,97 @@ class IndexSearcher:
         return [Hit(score, self.index.rows.row(position)) for position, score in ranked]
 
 
+def fingerprint(root: Path, skip: Path) -> str:
+    """A digest of every file's path, size and modification time under `root` (a Milvus Lite
+    store), `skip` and what it holds left out: any write to the store, by any process, through
+    ossrag or not, changes it (Lite appends each write to a log file as it is made)."""
+    files = []
+    for folder, subfolders, names in os.walk(root):
+        if Path(folder) == skip.parent and skip.name in subfolders:
+            subfolders.remove(skip.name)
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:  # removed while we walked: the store is changing
+                stat = None
+            files.append((os.path.relpath(path, root), stat and (stat.st_size, stat.st_mtime_ns)))
+    return hashlib.sha256(json.dumps(sorted(files)).encode()).hexdigest()
+
+
 class LocalCopy:
-    """The index and lexicon of one collection, kept in `directory` beside the store.
+    """The index and lexicon of one collection, kept in `directory` beside the store `root`.
 
     `read_rows()` reads every chunk row (with its vector and terms) from the collection; it is
     called only when no saved index of the wanted generation exists.
     """
 
-    def __init__(self, directory: Path, read_rows: Callable[[], Iterable[dict[str, Any]]]) -> None:
+    def __init__(
+        self, root: Path, directory: Path, read_rows: Callable[[], Iterable[dict[str, Any]]]
+    ) -> None:
+        self.root = root
         self.directory = directory
         self.read_rows = read_rows
         self.index: SearchIndex | None = None
+        self.saved = ""  # the generation of the index this process saved or loaded
         self.lexicon: Lexicon | None = None
         self._index_lock = threading.Lock()
         self._lexicon_lock = threading.Lock()
+
+    # -- the sidecar: the collection's facts, while the store's files are unchanged -------------
+
+    @property
+    def sidecar(self) -> Path:
+        return self.directory.with_name(f"{self.directory.name}.current.json")
+
+    def read_sidecar(self) -> dict[str, Any] | None:
+        """The facts `write_sidecar` recorded, if no file of the store changed since; else None."""
+        try:
+            saved = json.loads(self.sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(saved, dict) or not isinstance(saved.get("facts"), dict):
+            return None
+        if saved.get("fingerprint") != fingerprint(self.root, self.directory.parent):
+            return None
+        return saved["facts"]
+
+    def write_sidecar(self, facts: dict[str, Any]) -> None:
+        """Record facts that hold for the store's files as they are now (atomically). The caller
+        makes sure no write of its own is under way (see Store._record_current)."""
+        record = {"facts": facts, "fingerprint": fingerprint(self.root, self.directory.parent)}
+        staging = self.sidecar.with_name(f".{self.sidecar.name}.{os.getpid()}.tmp")
+        try:
+            staging.parent.mkdir(parents=True, exist_ok=True)
+            staging.write_text(json.dumps(record), encoding="utf-8")
+            os.replace(staging, self.sidecar)
+        except OSError as exc:
+            staging.unlink(missing_ok=True)
+            log.warning("search index facts not saved: %s", exc)
+
+    def refresh_sidecar(self, facts: dict[str, Any]) -> None:
+        """After this process closed the store: vouch for `facts` again, for the files as Milvus
+        Lite left them (it compacts segments and builds their indexes in the background after a
+        flush, and finishes as it closes). Only while the sidecar still holds these facts (no
+        writer retired it) and no other process has opened the store (its LOCK is taken for
+        the millisecond this takes)."""
+        try:
+            with (self.root / "LOCK").open("rb") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                try:
+                    if json.loads(self.sidecar.read_text(encoding="utf-8")).get("facts") == facts:
+                        self.write_sidecar(facts)
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        except (OSError, ValueError, AttributeError):
+            pass  # held elsewhere, or no sidecar: the next process asks Milvus
+
+    def remove_sidecar(self) -> None:
+        """Before a write: from now on a new process asks Milvus (an error here stops the write,
+        since a sidecar left in place would vouch for contents about to change)."""
+        self.sidecar.unlink(missing_ok=True)
+
+    # -- the index and the lexicon ------------------------------------------------------------
 
     def index_of(self, generation: str, dim: int) -> SearchIndex:
         """The index of this generation: the one held, the saved one, or built and saved."""
@@ -82,20 +167,22 @@ class LocalCopy:
     def _open(self, generation: str, dim: int) -> SearchIndex:
         limit_blas_threads()
         if generation and (saved := SearchIndex.load(self.directory, generation)):
+            self.saved = generation
             return saved
         index = SearchIndex.from_rows(generation, self.read_rows(), dim)
         if generation:  # a store last written by an older ossrag has none: keep in memory
             try:
                 index.save(self.directory)
+                self.saved = generation
             except OSError as exc:
                 log.warning("search index not saved: %s", exc)
         return index
 
     def lexicon_of(self, index: SearchIndex) -> Lexicon | None:
-        """The lexicon of `index`'s rows, loaded or built (reusing the word vectors of the
-        previous one); None without the word encoder."""
-        if (encoder := load_word_encoder()) is None:
-            return None
+        """The lexicon of `index`'s rows: the saved one of its generation, or built (reusing the
+        word vectors of the previous one); None if it must be built and the word encoder cannot
+        be loaded. Loading a saved one loads no encoder: a question that reads as English needs
+        none (Lexicon.translate loads it for a foreign one)."""
         with self._lexicon_lock:
             if self.lexicon is None or self.lexicon.generation != index.generation:
                 path = self.directory.with_name(f"{self.directory.name}.lexicon.npz")
@@ -103,6 +190,8 @@ class LocalCopy:
                 if saved is not None and saved.generation == index.generation != "":
                     self.lexicon = saved
                 else:
+                    if (encoder := load_word_encoder()) is None:
+                        return None
                     texts = (
                         f"{index.rows.string('heading', row)}\n{index.rows.string('text', row)}"
                         for row in range(len(index))

@@ -19,19 +19,19 @@ import shutil
 import tempfile
 from array import array
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import sparse
 from threadpoolctl import ThreadpoolController
 
 from ossrag.store.fusion import FusionRule, Reciprocal, Relative
 
 BM25_K1 = 1.5  # Milvus Lite's defaults for a BM25 index built without parameters
 BM25_B = 0.75
-_FORMAT = 2  # bump when the saved layout changes
+_FORMAT = 3  # bump when the saved layout changes (3: one .npy file an array, not one .npz)
 
 
 @functools.cache
@@ -92,6 +92,37 @@ class Rows:
         return row
 
 
+@dataclass(frozen=True)
+class Weights:
+    """A rows × terms matrix of BM25 weights, stored by term (compressed sparse columns, as
+    scipy's csc_matrix keeps it): term j's rows are `indices[indptr[j]:indptr[j + 1]]`, in
+    order, and their weights the same slice of `data`. numpy alone: a search process need not
+    import scipy (0.1 s)."""
+
+    data: np.ndarray  # float32
+    indices: np.ndarray  # the row of each weight
+    indptr: np.ndarray  # where each term's rows start, one more entry than terms
+    shape: tuple[int, int]
+
+    @classmethod
+    def from_entries(
+        cls, rows: np.ndarray, terms: np.ndarray, weights: np.ndarray, shape: tuple[int, int]
+    ) -> Weights:
+        """From one entry per (row, term) pair, given in row order."""
+        order = np.argsort(terms, kind="stable")  # rows stay in order within each term
+        indptr = np.zeros(shape[1] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(terms, minlength=shape[1]), out=indptr[1:])
+        return cls(weights[order].astype(np.float32), rows[order].astype(np.int32), indptr, shape)
+
+    def scores(self, columns: Sequence[int], counts: np.ndarray) -> np.ndarray:
+        """Each row's sum of its weights in `columns`, column i counted `counts[i]` times."""
+        total = np.zeros(self.shape[0], dtype=np.float32)
+        for column, count in zip(columns, counts, strict=True):
+            start, end = self.indptr[column], self.indptr[column + 1]
+            total[self.indices[start:end]] += self.data[start:end] * count  # one row once a term
+        return total
+
+
 class SearchIndex:
     """Chunk vectors, BM25 weights and result fields of one collection at one generation."""
 
@@ -100,16 +131,16 @@ class SearchIndex:
         generation: str,
         rows: Rows,
         vectors: np.ndarray,
-        weights: sparse.csc_matrix,
-        vocabulary: np.ndarray,
+        weights: Weights,
+        vocabulary: list[str],
     ) -> None:
         self.generation = generation
         self.rows = rows
         self.vectors = vectors
         self.weights = weights  # rows × terms, BM25 weight of each term in each row
         self.vocabulary = vocabulary
-        self._column = {term: column for column, term in enumerate(vocabulary.tolist())}
-        document_frequency = np.diff(weights.indptr)  # rows holding each term (csc columns)
+        self._column = {term: column for column, term in enumerate(vocabulary)}
+        document_frequency = np.diff(weights.indptr)  # rows holding each term
         self._idf = np.log(
             (len(rows) - document_frequency + 0.5) / (document_frequency + 0.5) + 1.0
         ).astype(np.float32)
@@ -157,11 +188,9 @@ class SearchIndex:
         idf = np.log((n_rows - df + 0.5) / (df + 0.5) + 1.0).astype(np.float32)
         norm = BM25_K1 * (1.0 - BM25_B + BM25_B * length[row_of] / avgdl)
         data = idf[col] * tf * (BM25_K1 + 1.0) / (tf + norm)
-        weights = sparse.csc_matrix(
-            (data.astype(np.float32), (row_of, col)), shape=(n_rows, len(column))
-        )
+        weights = Weights.from_entries(row_of, col, data, (n_rows, len(column)))
         matrix = np.stack(vectors) if vectors else np.zeros((0, dim), dtype=np.float32)
-        return cls(generation, finish_rows(), matrix, weights, np.array(list(column)))
+        return cls(generation, finish_rows(), matrix, weights, list(column))
 
     # -- ranking -----------------------------------------------------------------------------
 
@@ -226,7 +255,7 @@ class SearchIndex:
             bm25 = self._bm25_scores(columns, counts)
             ceiling = float(self._idf[columns] @ counts) * (BM25_K1 + 1.0)
             candidates += [p for p, _ in self._top(bm25, depth, positive_only=True, mask=mask)]
-        pool = np.unique(np.array(candidates, dtype=np.int64))
+        pool = np.array(sorted(set(candidates)), dtype=np.int64)  # np.unique imports numpy.ma
         fused = dense_weight * (0.5 + np.arctan(dense[pool]) / np.pi)
         fused += (1.0 - dense_weight) * bm25[pool] / ceiling
         order = np.argsort(-fused, kind="stable")[:limit]
@@ -242,7 +271,7 @@ class SearchIndex:
 
     def _bm25_scores(self, columns: list[int], counts: np.ndarray) -> np.ndarray:
         """Every row's BM25 score for the query terms in `columns`, each `counts` times."""
-        return np.asarray(self.weights[:, columns] @ counts).ravel()
+        return self.weights.scores(columns, counts)
 
     def _top(
         self, scores: np.ndarray, limit: int, positive_only: bool, mask: np.ndarray | None = None
@@ -262,22 +291,29 @@ class SearchIndex:
     # -- persistence -------------------------------------------------------------------------
 
     def save(self, directory: Path) -> None:
-        """Write atomically: a reader sees the old index or the new one, never half of one."""
+        """Write atomically: a reader sees the old index or the new one, never half of one.
+
+        One .npy file an array (reading them takes a fifth of the time an .npz took: no zip,
+        no checksums), the terms as one UTF-8 blob (they hold no whitespace; a fixed-width
+        string array is as wide as the longest term), and `index.json` naming the format and
+        the generation."""
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=directory.parent))
         try:
-            arrays: dict[str, Any] = {
-                "format": np.array(_FORMAT),
-                "generation": np.array(self.generation),
+            terms = np.frombuffer("\n".join(self.vocabulary).encode(), dtype=np.uint8)
+            arrays: dict[str, np.ndarray] = {
                 "vectors": self.vectors,
                 "data": self.weights.data,
                 "indices": self.weights.indices,
                 "indptr": self.weights.indptr,
                 "shape": np.array(self.weights.shape),
-                "vocabulary": self.vocabulary,
+                "vocabulary": terms,
             }
             arrays |= {f"rows_{name}": values for name, values in self.rows.arrays.items()}
-            np.savez(staging / "index.npz", **arrays)
+            for name, values in arrays.items():
+                np.save(staging / f"{name}.npy", values, allow_pickle=False)
+            facts = {"format": _FORMAT, "generation": self.generation, "arrays": sorted(arrays)}
+            (staging / "index.json").write_text(json.dumps(facts), encoding="utf-8")
             old = directory.with_name(directory.name + ".old")
             if directory.exists():
                 os.replace(directory, old)
@@ -290,14 +326,18 @@ class SearchIndex:
     def load(cls, directory: Path, generation: str) -> SearchIndex | None:
         """The saved index if it is of this generation, else None."""
         try:
-            with np.load(directory / "index.npz", allow_pickle=False) as saved:
-                if int(saved["format"]) != _FORMAT or str(saved["generation"]) != generation:
-                    return None
-                weights = sparse.csc_matrix(
-                    (saved["data"], saved["indices"], saved["indptr"]),
-                    shape=tuple(saved["shape"]),
-                )
-                rows = Rows({n[5:]: saved[n] for n in saved.files if n.startswith("rows_")})
-                return cls(generation, rows, saved["vectors"], weights, saved["vocabulary"])
-        except (OSError, ValueError, KeyError):
+            facts = json.loads((directory / "index.json").read_text(encoding="utf-8"))
+            if facts["format"] != _FORMAT or facts["generation"] != generation:
+                return None
+            saved = {
+                name: np.load(directory / f"{name}.npy", allow_pickle=False)
+                for name in facts["arrays"]
+            }
+            n_rows, n_terms = (int(n) for n in saved["shape"])
+            weights = Weights(saved["data"], saved["indices"], saved["indptr"], (n_rows, n_terms))
+            terms = saved["vocabulary"].tobytes().decode()
+            vectors = saved["vectors"]
+        except (OSError, ValueError, KeyError, TypeError):
             return None
+        rows = Rows({n[5:]: values for n, values in saved.items() if n.startswith("rows_")})
+        return cls(generation, rows, vectors, weights, terms.split("\n") if terms else [])

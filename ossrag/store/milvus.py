@@ -6,26 +6,18 @@ import fcntl
 import functools
 import json
 import logging
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
-from pymilvus import (
-    AnnSearchRequest,
-    DataType,
-    Function,
-    FunctionType,
-    MilvusClient,
-    MilvusException,
-    RRFRanker,
-    WeightedRanker,
-)
-from pymilvus.client.types import Status
 
 from ossrag.embed.crosslingual import Lexicon
 from ossrag.embed.encoders import Vectors
@@ -38,6 +30,9 @@ from ossrag.store.local import IndexSearcher, LocalCopy
 from ossrag.store.memory import SearchIndex
 from ossrag.store.search import Hit, Scope, Searcher, doc_id_filter, milvus_string
 
+if TYPE_CHECKING:  # pymilvus (0.4 s to import) is imported when a Store first talks to Milvus
+    from pymilvus import MilvusClient, MilvusException
+
 SCHEMA_VERSION = 2  # 2: the manifest records how each file was chunked
 INFO_ID = "__ossrag_collection__"
 CHUNK_FIELDS = ["id", "doc_id", "source", "heading", "start_line", "end_line", "text", "meta"]
@@ -47,6 +42,12 @@ CHUNK_FIELDS = ["id", "doc_id", "source", "heading", "start_line", "end_line", "
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+
+
+def _milvus_error(exc: Exception) -> MilvusException | None:
+    """`exc` if it is pymilvus's error (it cannot be while pymilvus is not imported)."""
+    pymilvus = sys.modules.get("pymilvus")
+    return exc if pymilvus is not None and isinstance(exc, pymilvus.MilvusException) else None
 
 
 def _milvus_call(
@@ -66,7 +67,11 @@ def _milvus_call(
                     if reloaded and not self._loaded:
                         self._load()
                     return method(self, *args, **kwargs)
-                except MilvusException as exc:
+                except Exception as error:
+                    if (exc := _milvus_error(error)) is None:
+                        raise
+                    from pymilvus.client.types import Status
+
                     message = " ".join(str(exc.message or exc).split())
                     if "call load()" in message and not reloaded:
                         reloaded, self._loaded = True, False
@@ -137,6 +142,12 @@ class Store:
     A Milvus Lite store is searched through an in-memory `SearchIndex` of its rows (unless
     `memory_index` is off): Lite's own engine is pure Python. The index is rebuilt when the
     collection's generation changes, and Milvus answers while a batch of writes is unflushed.
+
+    A Lite store is opened on the first call that needs Milvus: while the sidecar of its saved
+    index is current (see local.LocalCopy.read_sidecar), `info`, `ensure`, the searches and the
+    lexicon need none, so a one-shot search neither imports pymilvus nor starts Lite. A process
+    that runs for long calls `open` (servers, chat) to hold the store as before. A server is
+    connected at once.
     """
 
     def __init__(
@@ -153,25 +164,65 @@ class Store:
         self.uri = uri
         self.collection = collection
         self.files_collection = f"{collection}_files"
+        self._token = token
         self._owns_client = client is None
-        self.client = client if client is not None else self._connect(uri, token)
+        self._client = client
+        self._connect_lock = threading.Lock()
         self.retry_delays: Sequence[float] = RETRY_DELAYS
         self.memory_index = memory_index and _is_local(uri)
         self._info: CollectionInfo | None = None
         self._loaded = False
         self._writing = False
         self._syncing = False  # an ingest is under way: readers keep the last complete index
-        self._local = (
-            LocalCopy(Path(uri).expanduser() / "ossrag-search" / collection, self._all_rows)
-            if _is_local(uri)
-            else None
-        )
-        self._milvus = MilvusSearcher(self.client, collection)
+        self._local: LocalCopy | None = None
+        if _is_local(uri):
+            path = Path(uri).expanduser()
+            if not path.name.endswith(".db"):
+                raise StoreError(f"Milvus Lite path {uri!r} must end in .db (set {setting('db')})")
+            self._local = LocalCopy(path, path / "ossrag-search" / collection, self._all_rows)
+        elif client is None:
+            self._client = self._connect(uri, token)
+        # The generation the sidecar vouches for; the lock orders sidecar writes after a
+        # write's start (`_begin_write` removes it), so none vouches for a store being written.
+        self._current = ""
+        self._sidecar_lock = threading.Lock()
         self._manifest: tuple[str, dict[str, FileRecord]] | None = None  # (generation, files)
         self._creating = False  # between the manifest collection and its info row
 
+    @property
+    def client(self) -> MilvusClient:
+        """The connection to Milvus, opened on first use (for Lite: the store opened and locked).
+        Collection info taken from the sidecar is read again from Milvus then."""
+        if self._client is None:
+            with self._connect_lock:
+                if self._client is None:
+                    client = self._connect(self.uri, self._token)
+                    if self._info is not None:  # from the sidecar: its collections exist
+                        self._load(client)
+                    self._client = client
+                    self._info = None
+        return self._client
+
+    def open(self) -> None:
+        """Connect now and read the collection info from Milvus. A Lite store is then held
+        (locked) until `close`: a process that runs for long opens it, so that no other process
+        writes under it."""
+        _ = self.client
+        self.info()
+
+    @property
+    def connected(self) -> bool:
+        """Has this Store talked to Milvus (or been given a connection)?"""
+        return self._client is not None
+
+    @cached_property
+    def _milvus(self) -> MilvusSearcher:
+        return MilvusSearcher(self.client, self.collection)
+
     @staticmethod
     def _connect(uri: str, token: str) -> MilvusClient:
+        from pymilvus import MilvusClient
+
         is_local = _is_local(uri)
         if is_local:
             # Milvus Lite serves gRPC inside this process and logs a traceback for each RPC it
@@ -180,8 +231,6 @@ class Store:
             # A store locked by another process is reported below, without the engine's traceback.
             logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
             path = Path(uri).expanduser()
-            if not path.name.endswith(".db"):
-                raise StoreError(f"Milvus Lite path {uri!r} must end in .db (set {setting('db')})")
             path.parent.mkdir(parents=True, exist_ok=True)
             uri = str(path)
         try:
@@ -200,19 +249,27 @@ class Store:
 
     def close(self) -> None:
         """Disconnect; for Milvus Lite also stop its in-process server and release the lock."""
-        if not self._owns_client:
+        if not self._owns_client or self._client is None:
             return
-        self.client.close()
+        self._client.close()
         if _is_local(self.uri):
             from milvus_lite.server_manager import server_manager_instance
 
             server_manager_instance.release_server(str(Path(self.uri).expanduser()))
+            with self._sidecar_lock:
+                info = self._info
+                current = info is not None and info.generation == self._current != ""
+                if self._local is not None and info is not None and current and not self._writing:
+                    self._local.refresh_sidecar(asdict(info))
 
     # -- collections -------------------------------------------------------------------------
 
     @_milvus_call("read the collection info")
     def info(self) -> CollectionInfo | None:
-        """The collection's recorded embedder and features, or None if it does not exist."""
+        """The collection's recorded embedder and features, or None if it does not exist: from
+        the sidecar while it is current and Milvus is not open yet, else from Milvus."""
+        if self._info is None and not self.connected and (known := self._sidecar_info()):
+            self._info = known
         if self._info is None and self.client.has_collection(self.files_collection):
             self._load()
             rows = self.client.get(self.files_collection, ids=[INFO_ID], output_fields=["root"])
@@ -244,7 +301,8 @@ class Store:
                 f"{setting('collection')} or delete the store and ingest again"
             )
         self.check_embedder(embedder, dim)
-        self._load()
+        if self.connected:  # else the first call that needs Milvus loads the collections
+            self._load()
         return info
 
     def check_embedder(self, embedder: str, dim: int) -> None:
@@ -257,6 +315,8 @@ class Store:
             )
 
     def _create(self, embedder: str, dim: int) -> CollectionInfo:
+        from pymilvus import DataType, MilvusException
+
         if self.client.has_collection(self.collection):
             raise StoreError(
                 f"collection {self.collection!r} at {self.uri} exists but has no ossrag manifest: "
@@ -291,15 +351,48 @@ class Store:
         self._info = info
 
     def _begin_write(self) -> None:
-        """Before the first write since the last flush: a new generation, so no saved search
-        index of the old contents is used again, even if this process dies mid-write."""
+        """Before the first write since the last flush: the sidecar removed, then a new
+        generation, so no saved search index of the old contents is used again, even if this
+        process dies mid-write."""
         if not self._writing:
-            info = self.info()
-            if info is not None:
-                self._write_info(replace(info, generation=uuid.uuid4().hex))
-            self._writing = True
+            with self._sidecar_lock:
+                if self._local is not None:
+                    self._local.remove_sidecar()
+                self._current = ""
+                self.open()  # the info rewritten next is Milvus's, not the sidecar's
+                info = self.info()
+                if info is not None:
+                    self._write_info(replace(info, generation=uuid.uuid4().hex))
+                self._writing = True
+
+    def _sidecar_info(self) -> CollectionInfo | None:
+        """The collection info the sidecar records, if it is current."""
+        facts = self._local.read_sidecar() if self._local is not None else None
+        try:
+            info = CollectionInfo(**facts) if facts else None
+        except TypeError:
+            return None
+        if info is not None and info.generation:
+            self._current = info.generation
+            return info
+        return None
+
+    def _record_current(self, index: SearchIndex) -> None:
+        """Write the sidecar once `index` (saved) is of the generation Milvus holds, and nothing
+        is being written: the next process can then search without opening Milvus."""
+        if self._local is None or not index.generation or self._current == index.generation:
+            return
+        with self._sidecar_lock:
+            info = self._info
+            if self._writing or info is None or info.generation != index.generation:
+                return
+            if self._local.saved == index.generation:
+                self._local.write_sidecar(asdict(info))
+                self._current = index.generation
 
     def _create_chunks(self, embedder: str, dim: int, bm25: bool) -> CollectionInfo:
+        from pymilvus import DataType, Function, FunctionType
+
         info = CollectionInfo(embedder=embedder, dim=dim, bm25=bm25)
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
@@ -338,11 +431,11 @@ class Store:
         )
         return info
 
-    def _load(self) -> None:
+    def _load(self, client: MilvusClient | None = None) -> None:
         """A store reopened by a new process has its collections released: load them."""
         if not self._loaded:
             for name in (self.collection, self.files_collection):
-                self.client.load_collection(name)
+                (client or self.client).load_collection(name)
             self._loaded = True
 
     @_milvus_call("list the collections")
@@ -353,6 +446,10 @@ class Store:
 
     @_milvus_call("drop the collections")
     def drop(self) -> None:
+        with self._sidecar_lock:
+            if self._local is not None:
+                self._local.remove_sidecar()
+            self._current = ""
         for name in (self.collection, self.files_collection):
             if self.client.has_collection(name):
                 self.client.drop_collection(name)
@@ -554,7 +651,7 @@ class Store:
         if self._local is None or not self.memory_index or self._writing:
             return
         if info is not None and info.bm25:
-            self._local.index_of(info.generation, info.dim)
+            self._record_current(self._local.index_of(info.generation, info.dim))
 
     def _search_index(self) -> SearchIndex | None:
         """The in-memory index to search, or None to search in Milvus: during an ingest, the
@@ -566,7 +663,9 @@ class Store:
         info = self.info()
         if self._writing or info is None or not info.bm25:
             return None
-        return self._local.index_of(info.generation, info.dim)
+        index = self._local.index_of(info.generation, info.dim)
+        self._record_current(index)
+        return index
 
     def _all_rows(self) -> Iterator[dict[str, Any]]:
         """Every chunk row with its vector and terms, for the in-memory index."""
@@ -638,6 +737,8 @@ class MilvusSearcher:
     ) -> list[Hit]:
         """Milvus has no `Relative` fusion (its idf stays inside the server): such searches are
         fused with its weighted ranker at its default share."""
+        from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
+
         expr = scope.expr() if scope else ""
         requests = [
             AnnSearchRequest(
