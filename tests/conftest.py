@@ -24,6 +24,10 @@ from ossrag.engine.index import Index
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("OSSRAG_SHARED") or REPO.parent / "shared")  # corpora, eval sets
+# The expected rankings and scores were measured with fp32 MiniLM: stores the tests build use it,
+# from module- and session-scoped fixtures too (a new store's default, int8, is tested where it
+# is the subject, in test_embeddings.py).
+os.environ["OSSRAG_ENCODER"] = "fp32"
 MILVUS_DOCS = SHARED / "corpus" / "milvus-docs"
 EVAL_DEV = SHARED / "eval" / "milvus-docs-dev.jsonl"
 
@@ -59,6 +63,7 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith(("OSSRAG_", "OPENAI_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("OSSRAG_CONFIG", str(tmp_path / "no-config.toml"))
+    monkeypatch.setenv("OSSRAG_ENCODER", "fp32")  # as above
 
 
 @pytest.fixture(scope="session")

@@ -192,9 +192,22 @@ def test_int8_encoder_stays_close_to_fp32(embedder: Embedder, int8: MiniLMEmbedd
     assert any(name.endswith(f"-fused-int8-ort{onnxruntime.__version__}") for name in cached)
 
 
-def test_a_store_keeps_the_encoder_it_was_built_with(
-    tmp_path: Path, docs: Path, int8: MiniLMEmbedder
+def test_a_new_store_is_built_int8_by_default(
+    tmp_path: Path, docs: Path, int8: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("OSSRAG_ENCODER")  # OSSRAG_ENCODER=auto, the default
+    index = Index(load_settings(db=str(tmp_path / "s.db")))
+    index.ingest([docs])
+    assert index.store.info().embedder == "minilm-int8"  # type: ignore[union-attr]
+    passages = index.search("Where does the engine keep data?").passages
+    assert passages[0].source == "guide/storage.md"
+    index.close()
+
+
+def test_a_store_keeps_the_encoder_it_was_built_with(
+    tmp_path: Path, docs: Path, int8: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OSSRAG_ENCODER")  # auto: follow the store
     db = str(tmp_path / "s.db")
     built = Index(load_settings(db=db, encoder="int8"))
     built.ingest([docs])

@@ -93,6 +93,7 @@ def served(
             for name in list(os.environ):
                 if name.startswith(("OSSRAG_", "OPENAI_")):
                     mp.delenv(name)
+            mp.setenv("OSSRAG_ENCODER", "fp32")  # as conftest pins it
             mp.setenv("OSSRAG_CONFIG", str(work / "no-config.toml"))
             settings = load_settings(
                 db=str(work / "ui.db"),
