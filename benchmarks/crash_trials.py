@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ossrag.embed.encoders import Embedder, MiniLMEmbedder
+from ossrag.embed.encoders import DEFAULT_ENCODER, Embedder, MiniLMEmbedder
 from ossrag.retrieve.retriever import Retriever
 from ossrag.store.milvus import CHUNK_FIELDS, Store
 
@@ -250,7 +250,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     logging.getLogger("pymilvus").setLevel(logging.ERROR)
-    embedder = MiniLMEmbedder()
+    embedder = MiniLMEmbedder(encoder=DEFAULT_ENCODER)  # what `ossrag ingest` builds a store with
     with tempfile.TemporaryDirectory(prefix="ossrag-crash-") as tmp:
         summary = run_trials(Path(tmp), args.trials, args.files, args.seed, embedder, not args.json)
     if args.json:

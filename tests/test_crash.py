@@ -51,7 +51,7 @@ def test_kill_during_ingest_then_rerun_matches_clean_ingest(
     reference = snapshot(reference_db, embedder)
 
     db = tmp_path / "crashed.db"
-    env = clean_env(tmp_path)
+    env = {**clean_env(tmp_path), "OSSRAG_ENCODER": "fp32"}  # the reference's encoder
     killed = kill_after_first_write(
         ingest_command(corpus, db), env, db / "collections" / "ossrag" / "wal"
     )
