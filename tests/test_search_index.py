@@ -367,6 +367,50 @@ def test_memory_index_ranks_like_milvus(index: Index, docs: Path, embedder: Embe
         assert store.get_chunks([hit.entity["id"]]) == [hit.entity]  # every field the same
 
 
+def test_line_ranges_are_read_from_the_index_as_milvus_reads_them(index: Index, docs: Path) -> None:
+    index.ingest([docs])
+    store = index.store
+    spans = {
+        (r["source"], r["start_line"], r["end_line"])
+        for r in store.get_chunks(list(store.chunk_ids()))
+    }
+    assert spans == {
+        ("guide/search.md", 3, 10), ("guide/search.md", 12, 14), ("guide/storage.md", 6, 8),
+        ("guide/storage.md", 10, 12), ("notes.txt", 1, 3),
+    }  # fmt: skip
+
+    def read(memory: bool, source: str, start: int, end: int, limit: int) -> list[dict[str, Any]]:
+        store.memory_index = memory
+        return store.chunks_in_range(source, start, end, limit)
+
+    for source in {source for source, _, _ in spans}:
+        for start, end in [(1, 1), (1, 5), (4, 6), (9, 11), (11, 100), (13, 13), (90, 99)]:
+            ours = read(True, source, start, end, 10)
+            assert ours == read(False, source, start, end, 10)
+            expected = sorted(
+                (s, e) for src, s, e in spans if src == source and e >= start and s <= end
+            )
+            assert [(r["start_line"], r["end_line"]) for r in ours] == expected
+        every = read(True, source, 1, 100, 10)
+        assert read(True, source, 1, 100, 1) == every[:1]  # the first in line order
+    assert read(True, "missing.md", 1, 100, 10) == []
+
+
+def test_an_ingest_in_progress_leaves_line_ranges_as_searches_see_them(
+    index: Index, docs: Path
+) -> None:
+    index.ingest([docs])
+    store = index.store
+    before = store.chunks_in_range("notes.txt", 1, 10, 10)
+    assert [row["text"] for row in before] == [
+        "Plain text notes.\n\nThe cluster has three query nodes."
+    ]
+    with store.syncing():
+        store.delete_docs([before[0]["doc_id"]])  # unflushed, as mid-ingest
+        assert store.chunks_in_range("notes.txt", 1, 10, 10) == before
+    assert store.chunks_in_range("notes.txt", 1, 10, 10) == []
+
+
 def test_milvus_fuses_relative_searches_with_its_weighted_ranker(
     index: Index, docs: Path, embedder: Embedder
 ) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
-from conftest import wait_for_job, write_docs
+from conftest import EmbedderProxy, wait_for_job, write_docs
 from fastapi import FastAPI
 from llm_server import Reply, ScriptedLLMServer
 from pydantic import BaseModel
@@ -26,11 +26,13 @@ from typer.testing import CliRunner
 
 from ossrag.cli.app import app as cli_app
 from ossrag.config import Settings, load_settings
-from ossrag.embed.encoders import Embedder
+from ossrag.embed.encoders import Embedder, Vectors
 from ossrag.engine.index import Index
 from ossrag.errors import ConfigError
 from ossrag.generate.prompts import FOLLOW_UP_PROMPT
 from ossrag.http.app import check_bind, create_app
+from ossrag.http.jobs import INGEST_NICE, INGEST_SWITCH_INTERVAL, IngestJobs
+from ossrag.http.schemas import IngestRequest
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -517,6 +519,36 @@ def test_ingest_runs_in_the_background(
     hits = http.post("/v1/search", json={"query": "quokkaphant", "mode": "bm25"}).json()
     assert hits["results"][0]["source"] == "fresh.md"
     assert http.get("/v1/ingest/nope").status_code == 404
+
+
+def test_ingests_give_way_to_searches(settings: Settings, embedder: Embedder, docs: Path) -> None:
+    """A job and a watched folder's sync embed on a thread INGEST_NICE below the server's
+    priority (Linux), with the interpreter switching threads every INGEST_SWITCH_INTERVAL s;
+    the rest of the server keeps both."""
+    seen: list[tuple[int, float]] = []
+
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    class Recording(EmbedderProxy):
+        def embed(self, texts: Sequence[str]) -> Vectors:
+            seen.append((priority(), sys.getswitchinterval()))
+            return self.inner.embed(texts)
+
+    index = Index(settings, embedder=Recording(embedder))
+    jobs = IngestJobs(index, [docs.resolve()])
+    ours = (priority(), sys.getswitchinterval())
+    watched = write_docs(docs.parent / "watched", {"later.md": "# Later\n\nWatched words.\n"})
+    try:
+        job = jobs.submit([docs.resolve()], IngestRequest(paths=[str(docs)]))
+        report = jobs.sync([watched])  # after the job, on the same thread
+    finally:
+        jobs.shutdown()
+        index.close()
+    assert job.status == "done" and report.files_added == 1
+    lowered = min(19, ours[0] + INGEST_NICE) if sys.platform == "linux" else ours[0]
+    assert seen == [(lowered, INGEST_SWITCH_INTERVAL)] * 2
+    assert (priority(), sys.getswitchinterval()) == ours
 
 
 def test_a_second_process_is_pointed_to_the_server_mode(

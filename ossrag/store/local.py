@@ -57,6 +57,13 @@ class IndexSearcher:
         ranked = self.index.hybrid(vector, terms, limit, depth, fusion, self._mask(scope))
         return self._hits(ranked)
 
+    def in_range(
+        self, source: str, start_line: int, end_line: int, limit: int
+    ) -> list[dict[str, Any]]:
+        return [
+            self.index.rows.row(p) for p in self.index.in_range(source, start_line, end_line, limit)
+        ]
+
     def _mask(self, scope: Scope | None) -> np.ndarray | None:
         """Which of the index's rows belong to the scope's files (None: every row)."""
         return None if scope is None else self.index.rows_of(scope.kept)

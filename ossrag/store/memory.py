@@ -157,6 +157,26 @@ class SearchIndex:
         ]
         return codes, np.array(per_row, dtype=np.int64)
 
+    @functools.cached_property
+    def _by_source(self) -> dict[str, np.ndarray]:
+        """Each file's rows by source, in line order."""
+        rows: dict[str, list[int]] = {}
+        for position in range(len(self)):
+            rows.setdefault(self.rows.string("source", position), []).append(position)
+        starts = self.rows.arrays["start_line"]
+        return {
+            source: np.array(positions)[np.argsort(starts[positions], kind="stable")]
+            for source, positions in rows.items()
+        }
+
+    def in_range(self, source: str, start_line: int, end_line: int, limit: int) -> list[int]:
+        """The rows of `source` overlapping the line range, in line order (at most `limit`)."""
+        rows = self._by_source.get(source)
+        if rows is None:
+            return []
+        starts, ends = self.rows.arrays["start_line"][rows], self.rows.arrays["end_line"][rows]
+        return rows[(ends >= start_line) & (starts <= end_line)][:limit].tolist()
+
     def rows_of(self, doc_ids: Collection[str]) -> np.ndarray:
         """A boolean mask of the rows of these files."""
         codes, per_row = self._doc_codes

@@ -579,15 +579,9 @@ class Store:
     def chunks_in_range(
         self, source: str, start_line: int, end_line: int, limit: int
     ) -> list[dict[str, Any]]:
-        """Chunks of `source` overlapping the line range, in line order."""
-        expr = (
-            f"source == {milvus_string(source)} and end_line >= {int(start_line)} "
-            f"and start_line <= {int(end_line)}"
-        )
-        rows = self.client.query(
-            self.collection, filter=expr, output_fields=CHUNK_FIELDS, limit=limit
-        )
-        return sorted(rows, key=lambda row: int(row["start_line"]))
+        """Chunks of `source` overlapping the line range, in line order, from what searches
+        read (during an ingest, the last complete in-memory index: no wait on the writer)."""
+        return self._searcher().in_range(source, start_line, end_line, limit)
 
     def _query_all(
         self, collection: str, expr: str, fields: list[str], batch_size: int = 1000
@@ -725,6 +719,18 @@ class MilvusSearcher:
         )
         # Milvus Lite returns BM25 scores negated (best = most negative); make higher better.
         return [Hit(abs(hit["distance"]), hit["entity"]) for hit in result[0]]
+
+    def in_range(
+        self, source: str, start_line: int, end_line: int, limit: int
+    ) -> list[dict[str, Any]]:
+        expr = (
+            f"source == {milvus_string(source)} and end_line >= {int(start_line)} "
+            f"and start_line <= {int(end_line)}"
+        )
+        rows = self.client.query(
+            self.collection, filter=expr, output_fields=CHUNK_FIELDS, limit=limit
+        )
+        return sorted(rows, key=lambda row: int(row["start_line"]))
 
     def hybrid(
         self,

@@ -1,6 +1,7 @@
 """The one search interface of a store: what a search returns (`Hit`), which files it may
-return (`Scope`), and the three routes every backend answers (`Searcher`): Milvus itself
-(`milvus.MilvusSearcher`) or the in-memory copy of a Lite store (`local.IndexSearcher`)."""
+return (`Scope`), and what every backend answers (`Searcher`: three routes and the chunks of a
+line range): Milvus itself (`milvus.MilvusSearcher`) or the in-memory copy of a Lite store
+(`local.IndexSearcher`)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ class Scope:
 
 
 class Searcher(Protocol):
-    """Dense, BM25 (over `bm25_terms` of the query) and hybrid search over one collection."""
+    """Dense, BM25 (over `bm25_terms` of the query) and hybrid search over one collection, and
+    the chunks a passage's neighbourhood is read from."""
 
     def dense(self, vector: Vectors, limit: int, scope: Scope | None) -> list[Hit]: ...
 
@@ -52,6 +54,11 @@ class Searcher(Protocol):
         fusion: FusionRule,
         scope: Scope | None,
     ) -> list[Hit]: ...
+
+    def in_range(
+        self, source: str, start_line: int, end_line: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """Chunks of `source` overlapping the line range, in line order (at most `limit`)."""
 
 
 def milvus_string(value: str) -> str:
