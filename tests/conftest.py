@@ -56,14 +56,19 @@ def needs_shared(path: Path) -> pytest.MarkDecorator:
     )
 
 
-@pytest.fixture(autouse=True)
-def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No OSSRAG_* or OPENAI_* variable or config file of the user leaks into a test."""
+def isolate_settings(mp: pytest.MonkeyPatch, work: Path) -> None:
+    """No OSSRAG_* or OPENAI_* variable or config file of the user leaks in; fp32 as above."""
     for name in list(os.environ):
         if name.startswith(("OSSRAG_", "OPENAI_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("OSSRAG_CONFIG", str(tmp_path / "no-config.toml"))
-    monkeypatch.setenv("OSSRAG_ENCODER", "fp32")  # as above
+            mp.delenv(name)
+    mp.setenv("OSSRAG_CONFIG", str(work / "no-config.toml"))
+    mp.setenv("OSSRAG_ENCODER", "fp32")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every test runs with isolate_settings (module fixtures call it themselves)."""
+    isolate_settings(monkeypatch, tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
-from conftest import EmbedderProxy, wait_for_job, write_docs
+from conftest import EmbedderProxy, isolate_settings, wait_for_job, write_docs
 from fastapi import FastAPI
 from llm_server import Reply, ScriptedLLMServer
 from pydantic import BaseModel
@@ -101,11 +101,7 @@ def served(
     allowed = workdir / "allowed"
     write_docs(allowed / "docs")
     with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith(("OSSRAG_", "OPENAI_")):
-                mp.delenv(name)
-        mp.setenv("OSSRAG_ENCODER", "fp32")  # as conftest pins it
-        mp.setenv("OSSRAG_CONFIG", str(workdir / "no-config.toml"))
+        isolate_settings(mp, workdir)
         settings = load_settings(
             db=str(workdir / "store.db"),
             base_url=llm_server.base_url,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import write_docs
+from conftest import isolate_settings, write_docs
 from llm_server import Reply, ScriptedLLMServer
 from test_server import LiveServer
 
@@ -90,11 +90,7 @@ def served(
     write_docs(allowed / "docs")
     with ScriptedLLMServer(Reply(respond=respond), model="gpt-oss-20b") as llm:
         with pytest.MonkeyPatch.context() as mp:
-            for name in list(os.environ):
-                if name.startswith(("OSSRAG_", "OPENAI_")):
-                    mp.delenv(name)
-            mp.setenv("OSSRAG_ENCODER", "fp32")  # as conftest pins it
-            mp.setenv("OSSRAG_CONFIG", str(work / "no-config.toml"))
+            isolate_settings(mp, work)
             settings = load_settings(
                 db=str(work / "ui.db"),
                 base_url=llm.base_url,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import wait_for_job, write_docs
+from conftest import isolate_settings, wait_for_job, write_docs
 from test_server import LiveServer
 
 from ossrag.config import load_settings
@@ -28,11 +27,7 @@ def served(
     allowed = work / "allowed"
     write_docs(allowed / "docs")
     with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith(("OSSRAG_", "OPENAI_")):
-                mp.delenv(name)
-        mp.setenv("OSSRAG_ENCODER", "fp32")  # as conftest pins it
-        mp.setenv("OSSRAG_CONFIG", str(work / "no-config.toml"))
+        isolate_settings(mp, work)
         settings = load_settings(
             db=str(work / "store.db"),
             base_url="http://127.0.0.1:9/v1",
