@@ -102,6 +102,24 @@ def test_search_expect_says_what_beat_the_source(store: Path) -> None:
     assert "expected storage.md: no such file in the index" in result.stdout
 
 
+def test_explain_and_expect_rank_among_the_filtered_files(store: Path) -> None:
+    """With a filter, each route is ranked among the files it keeps, as the search was."""
+    env = {"OSSRAG_DB": str(store)}
+    args = ["search", QUESTION, "-k", "2", "--explain", "--json", "--path", "guide/storage.md"]
+    results = json.loads(runner.invoke(app, args, env=env).stdout)["results"]
+    assert _ranks(results) == [
+        ("guide/storage.md", 6, 1, 1, ["vector"], 1),
+        ("guide/storage.md", 10, 2, None, [], 1),
+    ]
+    args = ["search", QUESTION, "-k", "1", "--expect", "guide/storage.md", "--path", "guide/*"]
+    expect = json.loads(runner.invoke(app, [*args, "--json"], env=env).stdout)["expect"]
+    assert {name: (expect[name]["rank"], [b["source"] for b in expect[name]["beaten_by"]])
+            for name in ("dense", "bm25", "fused")} == {
+        "dense": (3, ["guide/search.md"]), "bm25": (2, ["guide/search.md"]),
+        "fused": (2, ["guide/search.md"]),
+    }  # fmt: skip
+
+
 def test_http_search_explain(store: Path, embedder: Embedder) -> None:
     settings = load_settings(db=str(store))
     index = Index(settings, embedder=embedder)
@@ -131,5 +149,8 @@ def test_eval_show_misses_explains_each_miss(store: Path, tmp_path: Path) -> Non
     (miss,) = json.loads(result.stdout)["misses"]["ossrag"]
     assert (miss["id"], miss["rank"]) == ("q1", None)
     assert [miss["expect"][name]["rank"] for name in ("dense", "bm25", "fused")] == [4, 2, 2]
+    kept = runner.invoke(app, [*args, "--json", "--path", "guide/*"], env=env)
+    (miss,) = json.loads(kept.stdout)["misses"]["ossrag"]
+    assert [miss["expect"][name]["rank"] for name in ("dense", "bm25", "fused")] == [3, 2, 2]
     result = runner.invoke(app, args, env=env)
     assert "  expected guide/storage.md:" in result.stdout.splitlines()

@@ -349,7 +349,7 @@ def search(
         where = _where(path, type_, since)
         index = Index(settings)
         result = index.search(question, rewrite=rewrite, explain=explain, where=where)
-        expected = index.expect(question, expect) if expect else None
+        expected = index.expect(question, expect, where=where) if expect else None
         index.close()
     if json_output:
         _print_json(

@@ -223,14 +223,22 @@ class Index:
                     result = replace(result, translation=queries[1])
                 else:
                     result = self.retriever.search_many([reading, *english], k, mode, where)
-        return self.retriever.explain(query, result, k, rewrites=queries) if explain else result
+        if not explain:
+            return result
+        return self.retriever.explain(query, result, k, rewrites=queries, where=where)
 
     def expect(
-        self, query: str, source: str, k: int | None = None, mode: Mode | None = None
+        self,
+        query: str,
+        source: str,
+        k: int | None = None,
+        mode: Mode | None = None,
+        where: Filter | None = None,
     ) -> dict[str, Any]:
-        """Where `source` ranked for `query` in each route, and what ranked above it."""
+        """Where `source` ranked for `query` in each route (among the files `where` accepts),
+        and what ranked above it."""
         return self.retriever.expect(
-            query, source, k or self.settings.top_k, mode or self.settings.mode
+            query, source, k or self.settings.top_k, mode or self.settings.mode, where
         )
 
     def ask_stream(

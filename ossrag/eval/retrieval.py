@@ -290,7 +290,7 @@ def retrieval_reports(
                 if explain_misses:
                     for o in report.outcomes:
                         if (o.rank is None or o.rank > MISS_AT) and o.item.source:
-                            o.expect = index.expect(o.item.question, o.item.source, k)
+                            o.expect = index.expect(o.item.question, o.item.source, k, where=where)
             reports.append(report)
         finally:
             index.close()

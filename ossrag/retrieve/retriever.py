@@ -156,15 +156,19 @@ class Retriever:
 
     # -- explaining a ranking (only when asked: the normal path computes none of this) --------
 
-    def routes(self, query: str, depth: int) -> tuple[str, list[Passage], list[Passage]]:
+    def routes(
+        self, query: str, depth: int, where: Filter | None = None
+    ) -> tuple[str, list[Passage], list[Passage]]:
         """(the terms BM25 read, the dense route's chunks, the BM25 route's chunks), each its
-        own ranking to `depth` with its own scores (cosine; BM25)."""
+        own ranking to `depth` with its own scores (cosine; BM25), among the files `where`
+        accepts."""
         text = self.read(query).text
         info = self.store.info()
-        if info is None:
+        scope = self.store.scope(where) if where else None
+        if info is None or (scope is not None and not scope.kept):
             return "", [], []
-        dense = self.store.search_dense(self.embedder.embed_query(text), depth)
-        bm25 = self.store.search_bm25(text, depth) if info.bm25 else []
+        dense = self.store.search_dense(self.embedder.embed_query(text), depth, scope)
+        bm25 = self.store.search_bm25(text, depth, scope) if info.bm25 else []
         return (
             bm25_terms(text),
             [_passage(rank, hit) for rank, hit in enumerate(dense, 1)],
@@ -172,17 +176,24 @@ class Retriever:
         )
 
     def explain(
-        self, query: str, result: SearchResult, k: int, *, rewrites: Sequence[str] = ()
+        self,
+        query: str,
+        result: SearchResult,
+        k: int,
+        *,
+        rewrites: Sequence[str] = (),
+        where: Filter | None = None,
     ) -> SearchResult:
         """`result` with each passage's `explain`: its best chunk's rank and score in each
         route (null beyond the candidate depth), the BM25 terms it matched, its fused score,
-        the chunks merged into it, and the translation and rewrites searched with.
+        the chunks merged into it, and the translation and rewrites searched with. Ranks are
+        among the files `where` accepts, as the search was.
 
         With rewrites, the routes are those of the first query searched."""
         searched = rewrites[1:] if result.translation and rewrites else rewrites or [query]
         first = searched[0]
-        terms, dense, bm25 = self.routes(first, self.depth)
-        fused = self.chunks(first, k * MERGE_POOL, result.mode).passages
+        terms, dense, bm25 = self.routes(first, self.depth, where)
+        fused = self.chunks(first, k * MERGE_POOL, result.mode, where).passages
         dense_at = {p.chunk_id: p for p in dense}
         bm25_at = {p.chunk_id: p for p in bm25}
         wanted = set(terms.split())
@@ -212,10 +223,13 @@ class Retriever:
             passages.append(replace(passage, explain=explain))
         return replace(result, passages=passages)
 
-    def expect(self, query: str, source: str, k: int, mode: Mode = "hybrid") -> dict[str, Any]:
-        """Where `source`'s best chunk ranked in each route, and the sources ranked above it."""
-        _, dense, bm25 = self.routes(query, self.depth)
-        fused = self.chunks(query, self.depth, mode).passages
+    def expect(
+        self, query: str, source: str, k: int, mode: Mode = "hybrid", where: Filter | None = None
+    ) -> dict[str, Any]:
+        """Where `source`'s best chunk ranked in each route, and the sources ranked above it,
+        among the files `where` accepts."""
+        _, dense, bm25 = self.routes(query, self.depth, where)
+        fused = self.chunks(query, self.depth, mode, where).passages
         passages = merge_neighbours(fused, k)
         indexed = any(record.source == source for record in self.store.files().values())
         report: dict[str, Any] = {"source": source, "indexed": indexed}
