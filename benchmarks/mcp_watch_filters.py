@@ -38,7 +38,8 @@ import anyio
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-FAQ = REPO.parent / "shared" / "corpus" / "milvus-docs" / "faq"
+SHARED = Path(os.environ.get("OSSRAG_SHARED", REPO.parent / "shared"))
+FAQ = SHARED / "corpus" / "milvus-docs" / "faq"
 QUERIES = [
     "How much data can Milvus store?",
     "Why is the search slow after inserting data?",
@@ -263,7 +264,7 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("pymilvus").setLevel(logging.ERROR)
     if args.only != "filters" and not args.faq.is_dir():
-        sys.exit(f"{args.faq} not found: clone the repo beside ../shared, or pass --faq DIR")
+        sys.exit(f"{args.faq} not found: set OSSRAG_SHARED, or pass --faq DIR")
     report: dict[str, Any] = {"load_average_at_start": round(os.getloadavg()[0], 1)}
     with tempfile.TemporaryDirectory(prefix="ossrag-bench-") as tmp:
         work = Path(tmp)
