@@ -154,6 +154,11 @@ def test_cli_search_and_ask_take_filters(
     assert process.returncode == 0, process.stderr[-2000:]
     assert _where(json.loads(process.stdout)["results"]) == [FILTERS, METRICS, STORAGE]
 
+    since = ["search", "query nodes", "-k", "1", *base, "--json", "--since"]
+    later = json.loads(runner.invoke(app, [*since, "2100-01-01"]).stdout)
+    assert (later["results"], later["notice"]) == ([], "no stored file matches the filter")
+    assert _where(json.loads(runner.invoke(app, [*since, "1d"]).stdout)["results"]) == [NOTES]
+
     bad = runner.invoke(app, ["search", "x", "--type", "exe", *base])
     assert bad.exit_code == 1
     (line,) = bad.stderr.strip().splitlines()
@@ -253,6 +258,7 @@ FILTER_CASES = [
     make_filter(["alpha", "gamma/doc1*"], ["md", "rst"]),
     make_filter(since="2025-10-01"),
     make_filter(["beta/doc04.txt"]),  # one file: fewer than k match
+    make_filter(types=["md", "txt"]),  # most files: the expression names those it drops
 ]
 
 
@@ -291,7 +297,7 @@ def test_lite_memory_index_and_milvus_expression_agree(
                                                                  rel=1e-4)  # fmt: skip
                 assert all(where.accepts(p.source, mtime[p.source]) for p in mine)
                 compared += len(mine)
-    assert compared == 196  # k = 8 whenever 8 chunks match (BM25 needs a query word)
+    assert compared == 244  # k = 8 whenever 8 chunks match (BM25 needs a query word)
     local.close()
     remote.close()
 
