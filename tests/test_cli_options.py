@@ -314,3 +314,34 @@ def test_serve_with_keys_from_a_file_and_cors(store: dict[str, str], tmp_path: P
         allowed, refused = preflight(origin), preflight("https://evil.example")
     assert statuses == [401, 200, 200, 401]
     assert (allowed, refused) == (origin, None)
+
+
+def test_serve_collections_and_watch_from_the_command_line(tmp_path: Path) -> None:
+    """`ossrag serve --collection a --collection b --watch DIR`: a model per collection, the
+    watched folder kept in sync in the first one (the default)."""
+    watched = write_docs(tmp_path / "watched", {"soup.md": "# Soup\n\nSimmer the onions.\n"})
+    env = {"OSSRAG_DB": str(tmp_path / "kb.db"), "OSSRAG_CONFIG": str(tmp_path / "none.toml")}
+    args = ["--collection", "recipes", "--collection", "garden", "--watch", str(watched)]
+    with serving(env, *args) as url:
+
+        def sources(query: str, collection: str) -> list[str]:
+            body = {"query": query, "top_k": 1, "mode": "bm25", "collection": collection}
+            response = httpx.post(url + "/v1/search", json=body, timeout=30)
+            assert response.status_code == 200, response.text
+            return [r["source"] for r in response.json()["results"]]
+
+        def soon(query: str, expected: list[str]) -> None:
+            deadline = time.monotonic() + 30
+            while sources(query, "recipes") != expected:
+                assert time.monotonic() < deadline, f"{query!r} did not find {expected}"
+                time.sleep(0.2)
+
+        models = httpx.get(url + "/v1/models", timeout=30).json()["data"]
+        soon("onions", ["soup.md"])  # the sync at start
+        (watched / "tart.md").write_text("# Tart\n\nBake the pastry blind.\n")
+        soon("pastry", ["tart.md"])
+        garden = sources("pastry", "garden")
+    assert [m["id"] for m in models if m["id"].endswith("-bm25")] == [
+        "ossrag-bm25", "ossrag/recipes-bm25", "ossrag/garden-bm25"
+    ]  # fmt: skip
+    assert garden == []
