@@ -4,6 +4,7 @@ and `ossrag serve --watch` over HTTP."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -143,6 +144,40 @@ def test_cli_ingest_watch_syncs_and_stops_on_ctrl_c(tmp_path: Path, docs: Path) 
     out = proc.stdout.read()  # type: ignore[union-attr]
     assert "3 added" in out
     wait_for("stopped watching")
+
+
+def test_ctrl_c_during_a_sync_lets_it_finish(
+    tmp_path: Path, docs: Path, embedder: Embedder
+) -> None:
+    """Ctrl-C while a burst is being synced: the sync under way finishes (exit 0), so the
+    store holds all of the burst or, had the group not closed yet, none of it; never a part."""
+    db = tmp_path / "w.db"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OSSRAG_CONFIG": str(tmp_path / "none.toml")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ossrag", "ingest", str(docs), "--watch", "--json", "--db",
+         str(db)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert proc.stderr is not None and proc.stdout is not None
+    while "watching" not in (line := proc.stderr.readline()):
+        assert line, "the watcher did not start"
+    time.sleep(0.5)
+    burst = docs / "burst"
+    burst.mkdir()
+    paragraphs = "\n\n".join(f"Paragraph {p} of the burst file, about replicas." for p in range(8))
+    for n in range(200):
+        (burst / f"f{n:03d}.md").write_text(f"# File {n}\n\n{paragraphs}\n")
+    time.sleep(1.0)  # the group closes after 0.3 s of quiet: its sync is under way
+    proc.send_signal(signal.SIGINT)
+    out, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 0, rest[-2000:]
+    assert "stopped watching" in rest
+    synced = [json.loads(line) for line in out.splitlines() if line.startswith('{"changes"')]
+    index = Index(load_settings(db=str(db)), embedder=embedder)
+    stored = sum(record.source.startswith("burst/") for record in index.files())
+    index.close()
+    assert stored in (0, 200)
+    assert [s["files_added"] for s in synced] == ([200] if stored else [])
 
 
 @pytest.fixture
