@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from llm_server import Reply, ScriptedLLMServer
+from test_report import summary_cells
 from typer.testing import CliRunner
 
 from ossrag.cli import app as cli
@@ -120,8 +121,14 @@ def test_cli_eval_answers(
     assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
     assert len(payload["rows"]) == 4 and len(payload["summary"]) == 2
+    rates = {s["model"]: (s["citation_precision"], s["unsupported_rate"])
+             for s in payload["summary"]}  # fmt: skip
+    assert rates == {"gpt-oss-20b": (0.0, 1.0), "gpt-oss-120b": (None, None)}
     page = report.read_text()
     assert page.count('<svg class="chart"') == 1 and "None" not in page
+    # supported and unsupported claims (rates), then errors, in the HTML summary
+    assert [row[-3:] for row in summary_cells(page)] == [["0.000", "1.000", "0"],
+                                                         ["—", "—", "0"]]  # fmt: skip
     assert (
         "<p>See [1][2][3].</p>" in page
         and "<dt>models</dt><dd>gpt-oss-20b, gpt-oss-120b</dd>" in page
