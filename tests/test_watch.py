@@ -106,6 +106,12 @@ def test_bursts_edits_renames_and_deletes_each_cost_one_sync(
         assert (saved.report.files_updated, saved.report.files_added) == (1, 0)
         assert index.search("platypus", 1, "bm25").passages[0].source == "burst/f08.md"
 
+        os.rename(root / "burst" / "f10.md", root / "burst" / "g10.md")  # a plain rename
+        moved = watching.next()
+        assert moved.changes == ["- burst/f10.md", "+ burst/g10.md"]
+        assert (moved.report.files_added, moved.report.files_removed) == (1, 1)
+        assert index.search("zebra number 10", 1, "bm25").passages[0].source == "burst/g10.md"
+
         (root / "burst" / "f09.md").unlink()
         gone = watching.next()
         assert (gone.changes, gone.report.files_removed) == (["- burst/f09.md"], 1)
