@@ -122,6 +122,8 @@ def test_search_translates_and_the_answer_comes_first(corpus_index: Index) -> No
     result = corpus_index.search(ITALIAN, k=3)
     assert "partitions" in result.translation.split()
     assert result.passages[0].source == "partitions.md"
+    explained = corpus_index.search(ITALIAN, k=3, explain=True).passages[0].explain
+    assert explained is not None and explained["translated"] == result.translation
     english = corpus_index.search("How many partitions can a collection hold?", k=3)
     assert english.translation == ""
 

@@ -46,8 +46,12 @@ def test_rewritten_queries_find_what_the_original_cannot(
         index.ingest([docs])
         plain = index.search("zzqx qqxz", k=1, mode="bm25")
         rewritten = index.search("zzqx qqxz", k=1, mode="bm25", rewrite=True)
+        explained = index.search("zzqx qqxz", k=1, mode="bm25", rewrite=True, explain=True)
         index.close()
     assert plain.passages == []
+    explain = explained.passages[0].explain
+    assert explain is not None and explain["rewrites"] == ["zzqx qqxz", "backup tool snapshot etcd"]
+    assert explain["bm25"]["terms"] == []  # the routes shown are the first query's
     assert "backup tool" in rewritten.passages[0].text
     assert 0 < rewritten.passages[0].score <= 1
 
