@@ -27,6 +27,9 @@ ITEMS = [
 ]  # fmt: skip
 
 
+LONG_MODEL = "Qwen/Qwen3-30B-A3B-Instruct-2507"
+
+
 def respond(body: dict[str, Any]) -> Reply:
     if body["model"] == "judge":
         if "I cannot tell" in body["messages"][-1]["content"]:
@@ -134,22 +137,40 @@ def test_cli_eval_answers(
         and "<dt>models</dt><dd>gpt-oss-20b, gpt-oss-120b</dd>" in page
     )
     assert page.count("<strong>Judge:</strong> Supported.") == 2
-    # At 80 columns every header and model name stays whole.
+    # At 80 columns every header and model name stays whole; a long name wraps in its column.
     monkeypatch.setattr(cli.out, "width", 80)
+    llm.add_model(LONG_MODEL, Reply(respond=respond))
     table = runner.invoke(app, ["eval", "answers", str(question_set), "--model", "gpt-oss-20b",
-                                "--model", "gpt-oss-120b", "--judge", "judge",
-                                "--effort", "medium", *base])  # fmt: skip
+                                "--model", "gpt-oss-120b", "--model", LONG_MODEL,
+                                "--judge", "judge", "--effort", "medium", *base])  # fmt: skip
     assert table.exit_code == 0, table.stderr
     assert max(len(line) for line in table.stdout.splitlines()) <= 80
     assert re.search(r"gpt-oss-20b\s+medium\s+1\.000\s+4\.00\s+5\.00", table.stdout)
     assert re.search(r"gpt-oss-120b\s+medium\s+0\.000\s+—\s+—", table.stdout)
-    claims = [line for line in table.stdout.splitlines() if line.startswith("claims ")]
+    assert table_models(table.stdout) == ["gpt-oss-20b", "gpt-oss-120b", LONG_MODEL]
+    # The claim checks, a line each (wrapped at a space when a long name makes it too long);
     # gpt-oss-120b's scripted answers cite nothing: no claims to check, no line.
-    assert [line.split(":")[0] for line in claims] == ["claims gpt-oss-20b medium"]
-    assert all(re.fullmatch(
-        r"claims \S+ medium: \d\.\d{3} supported, \d\.\d{3} unsupported",
-        line,
-    ) for line in claims)  # fmt: skip
+    claims = re.findall(
+        r"claims (\S+) medium: \d\.\d{3} supported, \d\.\d{3} unsupported",
+        " ".join(table.stdout.split()),
+    )
+    assert claims == ["gpt-oss-20b", LONG_MODEL]
+
+
+def table_models(stdout: str) -> list[str]:
+    """The model column of the eval answers table, each name put together from its lines."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("─")) + 1
+    names: list[str] = []
+    for line in lines[start:]:
+        cells = line.split()
+        if not cells:  # the end of the table
+            break
+        if len(cells) > 1:
+            names.append(cells[0])
+        else:  # the rest of a wrapped name
+            names[-1] += cells[0]
+    return names
 
 
 def test_a_server_that_ignores_the_effort_is_named() -> None:

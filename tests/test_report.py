@@ -89,6 +89,9 @@ def made_up_rows() -> list[Row]:
                     reference=reference,
                     reasoning="" if error else "The passage [1] names object storage.",
                     passages=[] if error else [PASSAGE],
+                    claims=0 if error else 2,  # a missed citation: one claim unsupported
+                    supported=0 if error else 1 + int(hit),
+                    unsupported=0 if error else int(not hit),
                 )
             )
     return rows
@@ -164,10 +167,10 @@ def test_answers_report_structure() -> None:
         ["Qwen/Qwen3-30B-A3B-Instruct-2507", "low"],
     ]
     # model, effort, questions, cited, correct, faithful, TTFT, total, tok/s, reasoning,
-    # supported and unsupported claims (none checked in these rows), errors
+    # supported and unsupported claims (shares of all cited claims), errors
     assert cells[0] == ["gpt-oss-20b", "low", "3", "0.667", "3.67", "5.00", "226", "901", "45.2",
-                        "120", "—", "—", "0"]  # fmt: skip
-    assert cells[4][3:6] == ["0.500", "—", "—"] and cells[4][-1] == "1"
+                        "120", "0.833", "0.167", "0"]  # fmt: skip
+    assert cells[4][3:6] == ["0.500", "—", "—"] and cells[4][-3:] == ["0.750", "0.250", "1"]
     assert "Not plotted (no value): Qwen/Qwen3-30B-A3B-Instruct-2507 · low" in page
     number = re.compile(r"^(—|\d{1,3}(,\d{3})*(\.\d+)?)$")
     assert all(number.match(c) for row in cells for c in row[2:])
@@ -221,6 +224,9 @@ def test_reports_sort_in_the_browser(chromium: Any, tmp_path: Path) -> None:
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.goto(answers.as_uri())
+    wrap = "(() => { const t = document.querySelector('.table-wrap');"
+    wrap += " return t.scrollWidth - t.clientWidth; })()"
+    assert page.evaluate(wrap) == 0  # every column in view, no sideways scrolling
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "report_answers_top.png"))
 

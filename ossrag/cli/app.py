@@ -724,7 +724,8 @@ def eval_answers(
             out.print(
                 f"claims {shown(s['model'])} {s['effort']}: "
                 f"{fmt(s['citation_precision'], 'rate')} supported, "
-                f"{fmt(s['unsupported_rate'], 'rate')} unsupported"
+                f"{fmt(s['unsupported_rate'], 'rate')} unsupported",
+                soft_wrap=False,  # a long model name: wrapped at a space within 80 columns
             )
     if html_path is not None:
         err.print(f"[dim]report: {html_path}[/]")
