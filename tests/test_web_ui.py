@@ -4,8 +4,10 @@ Screenshots go to $OSSRAG_ARTIFACTS (default /tmp/ossrag-artifacts); the path is
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -359,10 +361,13 @@ def test_store_panel_upload_and_jobs(open_page: Any, served: tuple[LiveServer, P
     )
     job = page.locator("#jobs li").first
     assert job.locator(".job-paths").inner_text() == "drop me.md"
-    assert job.locator(".job-line").inner_text() == "done · 1/1 files · 1 chunks"
+    assert job.locator(".job-line").inner_text() == "done · 1/1 files · 1 chunk embedded"
     assert job.locator("progress").evaluate("p => [p.value, p.max]") == [1, 1]
     page.wait_for_function("() => document.querySelector('#stat-files').textContent === '4'")
-    assert page.text_content("#stat-sync") != "—"
+    # Synced today: the box shows the time of day alone, the full date in its tooltip.
+    assert re.fullmatch(r"\d{1,2}:\d{2}( [AP]M)?", page.text_content("#stat-sync") or "")
+    assert str(datetime.date.today().year) in (page.get_attribute("#stat-sync", "title") or "")
+    assert page.locator("#files li .muted").all_inner_texts()[-1] == "1 chunk"
     assert not page.is_visible("#ingest-error")
 
     # A file type ossrag cannot read is refused with the server's message.

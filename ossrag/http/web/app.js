@@ -403,10 +403,24 @@ $("#store-close").addEventListener("click", () => toggleStore(false));
 
 const numbers = new Intl.NumberFormat();
 
+/** "1 chunk", "2 chunks": a count and its noun, singular for one. */
+function counted(n, noun) {
+  return `${numbers.format(n)} ${n === 1 ? noun : `${noun}s`}`;
+}
+
+/** A short time for a narrow box: the time of day if today, else the date. */
 function formatTime(seconds) {
   if (!seconds) return "—";
   const when = new Date(seconds * 1000);
-  return when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  if (when.toDateString() === new Date().toDateString()) {
+    return when.toLocaleTimeString(undefined, { timeStyle: "short" });
+  }
+  return when.toLocaleDateString(undefined, { dateStyle: "medium" });
+}
+
+function fullTime(seconds) {
+  if (!seconds) return "";
+  return new Date(seconds * 1000).toLocaleString(undefined, { dateStyle: "full", timeStyle: "medium" });
 }
 
 function renderJobs(jobs) {
@@ -433,7 +447,7 @@ function renderJobs(jobs) {
       line.className = "job-line";
       const total = job.files_total ? `/${job.files_total}` : "";
       const chunks = job.report ? job.report.chunks_embedded : job.chunks_embedded;
-      line.textContent = `${job.status} · ${job.files_done}${total} files · ${numbers.format(chunks)} chunks`;
+      line.textContent = `${job.status} · ${job.files_done}${total} files · ${counted(chunks, "chunk")} embedded`;
       item.append(what, bar, line);
       if (job.error) {
         const error = document.createElement("div");
@@ -455,7 +469,7 @@ function renderFiles(store) {
       name.title = `${file.root}/${file.source}`;
       const count = document.createElement("span");
       count.className = "muted";
-      count.textContent = `${numbers.format(file.chunks)} chunks`;
+      count.textContent = counted(file.chunks, "chunk");
       item.append(name, count);
       return item;
     }),
@@ -475,6 +489,7 @@ async function refreshStore() {
   $("#stat-files").textContent = numbers.format(store.files);
   $("#stat-chunks").textContent = numbers.format(store.chunks);
   $("#stat-sync").textContent = formatTime(store.last_sync);
+  $("#stat-sync").title = fullTime(store.last_sync);
   renderJobs(store.jobs);
   renderFiles(store);
   if (store.jobs.some((job) => job.status === "queued" || job.status === "running")) {
