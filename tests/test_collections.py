@@ -9,10 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from conftest import write_docs
 from llm_server import Reply, ScriptedLLMServer
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 from test_server import LiveServer
 from typer.testing import CliRunner
 
@@ -125,3 +129,47 @@ def test_status_lists_the_collections(tmp_path: Path, embedder: Embedder) -> Non
         {"name": "garden", "files": 2, "chunks": 2},
         {"name": "recipes", "files": 1, "chunks": 1},
     ]
+
+
+def test_mcp_tools_take_the_collection(served: tuple[LiveServer, Path]) -> None:
+    """Over /mcp, each tool's `collection` picks a knowledge base; the default is the first."""
+    live, _ = served
+
+    async def session() -> None:
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {KEY}"})
+        async with Client(streamable_http_client(live.url + "/mcp", http_client=http)) as client:
+            assert (client.instructions or "").endswith(
+                "Knowledge bases (the tools' `collection`): `recipes` (the default), `garden`"
+            )
+            # (test_ingest_into_a_collection may have added more/tulips.md to garden)
+            sources = {}
+            for collection in (None, "garden", "recipes"):
+                args = {"query": "prune the roses", "k": 1, "mode": "bm25"}
+                if collection:
+                    args["collection"] = collection
+                found = await client.call_tool("search", args)
+                sources[collection] = [p["source"] for p in found.structured_content["passages"]]
+            assert sources == {None: [], "garden": ["roses.md"], "recipes": []}
+            opened = await client.call_tool(
+                "open_source", {"source": "roses.md", "collection": "garden"}
+            )
+            assert [c["text"] for c in opened.structured_content["chunks"]] == [
+                "# Roses\n\nPrune the roses in early spring."
+            ]
+            asked = await client.call_tool(
+                "ask", {"question": "When do I prune the roses?", "collection": "garden"}
+            )
+            cited = asked.structured_content["citations"]
+            assert cited[0]["source"] == "roses.md"
+            assert "soup.md" not in {c["source"] for c in cited}
+            wrong = await client.call_tool("search", {"query": "prune", "collection": "attic"})
+            assert wrong.is_error
+            assert wrong.content[0].text == (
+                "Error executing tool search: collection 'attic' is not served: use one of "
+                "recipes, garden"
+            )
+            listed = await client.read_resource("ossrag://files/garden")
+            garden = {f["source"] for f in json.loads(listed.contents[0].text)}
+            assert "roses.md" in garden and "soup.md" not in garden
+
+    anyio.run(session)

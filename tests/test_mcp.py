@@ -279,6 +279,8 @@ def _call(index: Index, tool: str, args: dict[str, Any], ask: bool = False) -> A
         ("open_source", {"source": 'x" or id != "'}, "nothing stored for 'x\" or id != \"'"),
         ("open_source", {"source": "gu\u00efde/storage.md\n"}, "nothing stored for 'gu\u00efde"),
         ("ask", {"question": "q"}, "Unknown tool: ask"),
+        ("search", {"query": "q", "collection": "nope"},
+         "collection 'nope' is not served: use one of ossrag"),
     ],
 )  # fmt: skip
 def test_bad_arguments_are_tool_errors_naming_the_field(

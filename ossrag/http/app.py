@@ -196,9 +196,10 @@ def create_app(settings: Settings, index: Index | None = None) -> FastAPI:
     jobs = IngestJobs(ix, resolve_roots(settings.allowed_roots))
     memory = ResponseMemory()
     timeout = settings.request_timeout
-    default = collections.index(None)  # MCP and --watch serve the first collection
+    default = collections.index(None)  # --watch syncs into the first collection
     hosts = allowed_host_names(settings)
-    mcp = http_door(default, ask=True, hosts=hosts, origins=settings.cors_origins)
+    mcp = http_door(default, ask=True, hosts=hosts, origins=settings.cors_origins,
+                    collections=collections.indexes)  # fmt: skip
     watcher = FolderWatcher(default, jobs, [Path(p) for p in settings.watch])
 
     @asynccontextmanager

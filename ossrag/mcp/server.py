@@ -1,7 +1,8 @@
 """The MCP door: search, source reading and cited answers as Model Context Protocol tools.
 
 Every import of the official `mcp` SDK (v2) lives in this module. `build_mcp_server(index)`
-makes a server over one `Index`; `ossrag mcp` runs it over stdio (what desktop clients launch)
+makes a server over one `Index` (or several collections, picked by each tool's `collection`
+argument); `ossrag mcp` runs it over stdio (what desktop clients launch)
 and `ossrag serve` mounts its streamable-HTTP transport at /mcp (see `HttpDoor`). Each tool body
 is one Index call, run in a worker thread by the SDK. Errors a model can fix (a bad argument,
 an unknown source, a dead LLM) come back as tool errors it can read.
@@ -10,7 +11,7 @@ an unknown source, a dead LLM) come back as tool errors it can read.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,6 +72,9 @@ PathArg = Annotated[
 ]
 TypeArg = Annotated[list[str] | str | None, Field(description="file type(s) to keep, e.g. md, pdf")]
 SinceArg = Annotated[str | None, Field(description="files modified on/after: 2026-01-31 or 7d")]
+CollectionArg = Annotated[
+    str | None, Field(description="the knowledge base to use (see the server's instructions)")
+]
 
 
 class SearchPassage(BaseModel):
@@ -171,12 +175,31 @@ def _tool_error(exc: Exception) -> ToolError:
 LIBRARY_ERRORS = (OssragError,)  # what a tool call reports as a tool error
 
 
-def build_mcp_server(index: Index, *, ask: bool = True) -> MCPServer:
+def build_mcp_server(
+    index: Index, *, ask: bool = True, collections: Mapping[str, Index] | None = None
+) -> MCPServer:
     """An MCP server over `index`: tools `search` and `open_source`, `ask` when `ask` is true
-    (an LLM is configured), and the resource ossrag://files."""
-    server: MCPServer = MCPServer(
-        "ossrag", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING"
+    (an LLM is configured), and the resource ossrag://files.
+
+    With `collections` (name → index, `index` the first), each tool's `collection` argument
+    picks one; without, `index`'s own collection is the only one."""
+    served = dict(collections) if collections else {index.settings.collection: index}
+    default = next(iter(served))
+    instructions = f"{INSTRUCTIONS} Knowledge bases (the tools' `collection`): " + ", ".join(
+        f"`{name}`" + (" (the default)" if name == default else "") for name in served
     )
+    server: MCPServer = MCPServer(
+        "ossrag", instructions=instructions, version="0.1.0", log_level="WARNING"
+    )
+
+    def pick(collection: str | None) -> Index:
+        found = served.get(collection or default)
+        if found is None:
+            raise ToolError(
+                f"collection {collection!r} is not served: use one of {', '.join(served)}"
+            )
+        return found
+
     read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
     @server.tool(description=SEARCH_DOC, annotations=read_only)
@@ -189,12 +212,14 @@ def build_mcp_server(index: Index, *, ask: bool = True) -> MCPServer:
         path: PathArg = None,
         type: TypeArg = None,
         since: SinceArg = None,
+        collection: CollectionArg = None,
     ) -> SearchOutput:
         if not query.strip():
             raise ToolError("query is empty: pass the words to look for")
+        chosen = pick(collection)
         try:
             where = make_filter(_listed(path), _listed(type), since)
-            result = index.search(query, k, mode, where=where)
+            result = chosen.search(query, k, mode, where=where)
         except LIBRARY_ERRORS as exc:
             raise _tool_error(exc) from None
         passages = [_passage(p, n) for n, p in enumerate(result.passages, 1)]
@@ -205,13 +230,15 @@ def build_mcp_server(index: Index, *, ask: bool = True) -> MCPServer:
         source: Annotated[str, Field(min_length=1, max_length=4096)],
         start_line: Annotated[int, Field(ge=1)] = 1,
         end_line: Annotated[int, Field(ge=1)] = 200,
+        collection: CollectionArg = None,
     ) -> SourceOutput:
+        chosen = pick(collection)
         if end_line < start_line:
             raise ToolError(f"end_line {end_line} is before start_line {start_line}")
         if end_line - start_line >= OPEN_MAX_LINES:
             raise ToolError(f"at most {OPEN_MAX_LINES} lines at a time: narrow the range")
         try:
-            found = index.read_source(source, start_line, end_line)
+            found = chosen.read_source(source, start_line, end_line)
         except LIBRARY_ERRORS as exc:
             raise _tool_error(exc) from None
         if not found:
@@ -232,12 +259,14 @@ def build_mcp_server(index: Index, *, ask: bool = True) -> MCPServer:
             path: PathArg = None,
             type: TypeArg = None,
             since: SinceArg = None,
+            collection: CollectionArg = None,
         ) -> AskOutput:
             if not question.strip():
                 raise ToolError("question is empty")
+            chosen = pick(collection)
             try:
                 where = make_filter(_listed(path), _listed(type), since)
-                answer = index.ask(question, effort=effort, where=where)
+                answer = chosen.ask(question, effort=effort, where=where)
             except LIBRARY_ERRORS as exc:
                 raise _tool_error(exc) from None
             cited = set(answer.cited)
@@ -254,25 +283,40 @@ def build_mcp_server(index: Index, *, ask: bool = True) -> MCPServer:
     @server.resource(
         FILES_URI,
         name="files",
-        description="The ingested files: source, type, chunks and modification time (JSON).",
+        description="The ingested files of the default knowledge base: source, type, chunks and "
+        "modification time (JSON); ossrag://files/{collection} for another.",
         mime_type="application/json",
     )
     def files() -> str:
-        records = index.files()
-        return json.dumps(
-            [
-                {
-                    "source": r.source,
-                    "type": r.source.rsplit(".", 1)[-1].lower() if "." in r.source else "",
-                    "chunks": r.chunks,
-                    "modified": datetime.fromtimestamp(r.mtime, UTC).isoformat(timespec="seconds"),
-                }
-                for r in records
-            ],
-            ensure_ascii=False,
-        )
+        return _files_json(pick(None))
+
+    @server.resource(
+        FILES_URI + "/{collection}",
+        name="collection-files",
+        description="The ingested files of one knowledge base (JSON), as ossrag://files.",
+        mime_type="application/json",
+    )
+    def collection_files(collection: str) -> str:
+        return _files_json(pick(collection))
 
     return server
+
+
+def _files_json(index: Index) -> str:
+    """The files of an index as the files resource lists them."""
+    records = index.files()
+    return json.dumps(
+        [
+            {
+                "source": r.source,
+                "type": r.source.rsplit(".", 1)[-1].lower() if "." in r.source else "",
+                "chunks": r.chunks,
+                "modified": datetime.fromtimestamp(r.mtime, UTC).isoformat(timespec="seconds"),
+            }
+            for r in records
+        ],
+        ensure_ascii=False,
+    )
 
 
 def serve_stdio(server: MCPServer) -> None:
@@ -298,15 +342,21 @@ class HttpDoor:
 
 
 def http_door(
-    index: Index, *, ask: bool, hosts: Sequence[str], origins: Sequence[str] = ()
+    index: Index,
+    *,
+    ask: bool,
+    hosts: Sequence[str],
+    origins: Sequence[str] = (),
+    collections: Mapping[str, Index] | None = None,
 ) -> HttpDoor:
-    """An MCP server over `index` as a streamable-HTTP app answering at /mcp.
+    """An MCP server over `index` (and `collections`, as in `build_mcp_server`) as a
+    streamable-HTTP app answering at /mcp.
 
     The SDK checks Host against `hosts` (the server's own list: '*' turns the check off) and a
     browser's Origin against those hosts and `origins` (the CORS origins), against DNS
     rebinding and cross-site pages.
     """
-    server = build_mcp_server(index, ask=ask)
+    server = build_mcp_server(index, ask=ask, collections=collections)
     names = [h for h in hosts if h != "*"]
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection="*" not in hosts,
