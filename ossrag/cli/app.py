@@ -467,7 +467,7 @@ def ask(
 
 
 @app.command()
-@settings_options("top_k", "mode", "effort", "db", "collection", *EMBED, *LLM, "max_tokens")
+@settings_options("top_k", "mode", "effort", *STORE, *EMBED, *LLM, "max_tokens")
 def chat(
     show_reasoning: Annotated[bool, typer.Option(help="print the model's reasoning")] = False,
     *,
@@ -535,7 +535,7 @@ def status(*, flags: Flags, json_output: JsonOpt = False) -> None:
 
 
 @eval_app.command("retrieval")
-@settings_options("mode", *STORE, "embedder", *LLM)
+@settings_options("mode", *STORE, *EMBED, *LLM)
 def eval_retrieval(
     question_set: Annotated[Path, typer.Argument(help="JSONL: question, lang, evidence, ...")],
     corpus: Annotated[
