@@ -126,7 +126,7 @@ def test_splitter_plain_text_and_edge_cases() -> None:
     splitter = ReasoningSplitter()
     assert splitter.feed("Answer <|") == ("", "Answer ")  # held back: maybe a marker
     assert splitter.feed("return|>") == ("", "")
-    assert splitter.saw_markup
+    assert splitter.feed(" after") == ("", "")  # a marker: nothing after <|return|> is answer
 
 
 @pytest.mark.parametrize(
@@ -146,7 +146,7 @@ def test_splitter_markup_corners(text: str, split: tuple[str, str]) -> None:
 
 def test_splitter_holds_back_only_a_possible_marker() -> None:
     splitter = ReasoningSplitter()
-    assert (splitter.feed("plain"), splitter.saw_markup) == (("", "plain"), False)
+    assert (splitter.feed("plain"), splitter.flush()) == (("", "plain"), ("", ""))
     splitter = ReasoningSplitter()
     assert splitter.feed("A<|") == ("", "A")
     assert (splitter.feed("end|>"), splitter.flush()) == (("", ""), ("", ""))

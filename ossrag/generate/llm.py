@@ -195,7 +195,6 @@ class ReasoningSplitter:
         self._mode = "answer"  # "answer" | "reasoning" | "header" | "skip"
         self._header = ""  # channel header text of the harmony message being read
         self._answer_started = False
-        self.saw_markup = False
 
     def feed(self, text: str) -> tuple[str, str]:
         """Take the next piece of content; return the (reasoning, answer) text it completes."""
@@ -239,7 +238,6 @@ class ReasoningSplitter:
         # "skip": role names and text between harmony messages are dropped
 
     def _on_marker(self, marker: str) -> None:
-        self.saw_markup = True
         if marker == _THINK_OPEN:
             self._mode = "reasoning"
         elif marker == _THINK_CLOSE:
