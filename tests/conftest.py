@@ -136,6 +136,19 @@ def write_docs(root: Path, docs: dict[str, str] = DOCS) -> Path:
 
 
 @pytest.fixture
+def lite(tmp_path: Path) -> Iterator[Any]:
+    """A `milvus-lite server` on a free port over a fresh data dir (test_servers.Server)."""
+    from test_servers import lite_server
+
+    data = tmp_path / "served.db"
+    data.mkdir()
+    server = lite_server(data)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def docs(tmp_path: Path) -> Path:
     return write_docs(tmp_path / "docs")
 

@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, write_docs
 from llm_server import Reply, ScriptedLLMServer
 from test_server import LiveServer
-from test_servers import Server, lite_server
+from test_servers import Server
 from typer.testing import CliRunner
 
 from ossrag.choices import Mode
@@ -260,16 +260,6 @@ FILTER_CASES = [
     make_filter(["beta/doc04.txt"]),  # one file: fewer than k match
     make_filter(types=["md", "txt"]),  # most files: the expression names those it drops
 ]
-
-
-@pytest.fixture
-def lite(tmp_path: Path) -> Iterator[Server]:
-    data = tmp_path / "served.db"
-    data.mkdir()
-    server = lite_server(data)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.mark.timeout(300)

@@ -101,16 +101,6 @@ def lite_server(data_dir: Path, port: int | None = None) -> Server:
     return Server([*command, "--host", "127.0.0.1", "--port", str(port)], port, data_dir / ".log")
 
 
-@pytest.fixture
-def lite(tmp_path: Path) -> Iterator[Server]:
-    data = tmp_path / "served.db"
-    data.mkdir()
-    server = lite_server(data)
-    server.start()
-    yield server
-    server.stop()
-
-
 def stored(index: Index) -> tuple[int, int, dict[str, str]]:
     """(rows, chunks recorded in the manifest, chunk id → doc id)."""
     manifest = index.store.files()
