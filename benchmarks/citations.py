@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -23,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import REPO, SHARED
 
 from ossrag.embed.crosslingual import load_word_encoder
 from ossrag.embed.encoders import MiniLMEmbedder
 from ossrag.generate.claims import Features, Verifier, passage_sentences
 from ossrag.records import Passage
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("OSSRAG_SHARED", REPO.parent / "shared"))
 VERDICTS = ("supported", "weak", "unsupported")
 
 

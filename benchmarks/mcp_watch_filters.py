@@ -36,30 +36,15 @@ from typing import Any
 
 import anyio
 import numpy as np
+from common import FAQ, FAQ_QUESTIONS, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("OSSRAG_SHARED", REPO.parent / "shared"))
-FAQ = SHARED / "corpus" / "milvus-docs" / "faq"
-QUERIES = [
-    "How much data can Milvus store?",
-    "Why is the search slow after inserting data?",
-    "Does Milvus support inserting vectors with duplicate primary keys?",
-    "What is the maximum vector dimension?",
-    "How do I choose an index type?",
-    "Why did the query return fewer results than limit?",
-    "Can I update a vector in place?",
-    "What is the difference between FLAT and IVF_FLAT?",
-    "How does Milvus handle deletes?",
-    "Why does my collection use so much memory?",
-]
-
-from ossrag.config import load_settings  # noqa: E402
-from ossrag.embed.encoders import Vectors  # noqa: E402
-from ossrag.engine.index import Index  # noqa: E402
-from ossrag.engine.watch import Synced, watch_and_sync  # noqa: E402
-from ossrag.records import Chunk, doc_id_for  # noqa: E402
-from ossrag.store.filters import make_filter  # noqa: E402
-from ossrag.store.milvus import FileRecord, Store  # noqa: E402
+from ossrag.config import load_settings
+from ossrag.embed.encoders import Vectors
+from ossrag.engine.index import Index
+from ossrag.engine.watch import Synced, watch_and_sync
+from ossrag.records import Chunk, doc_id_for
+from ossrag.store.filters import make_filter
+from ossrag.store.milvus import FileRecord, Store
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -171,7 +156,9 @@ def bench_mcp(work: Path, faq: Path, calls: int) -> dict[str, Any]:
             await client.call_tool("search", {"query": "warm up", "k": 5})
             for n in range(calls):
                 began = time.perf_counter()
-                result = await client.call_tool("search", {"query": QUERIES[n % len(QUERIES)]})
+                result = await client.call_tool(
+                    "search", {"query": FAQ_QUESTIONS[n % len(FAQ_QUESTIONS)]}
+                )
                 times.append((time.perf_counter() - began) * 1000)
                 if result.is_error or len(result.structured_content["passages"]) != 5:
                     raise RuntimeError(f"search failed: {result.content}")
@@ -183,7 +170,7 @@ def bench_mcp(work: Path, faq: Path, calls: int) -> dict[str, Any]:
     direct = []
     for n in range(calls):
         began = time.perf_counter()
-        index.search(QUERIES[n % len(QUERIES)], 5)
+        index.search(FAQ_QUESTIONS[n % len(FAQ_QUESTIONS)], 5)
         direct.append((time.perf_counter() - began) * 1000)
     index.close()
     return {

@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from common import REPO, SHARED
+
 from ossrag.config import Settings, load_settings
 from ossrag.eval.retrieval import (
     RECALL_AT,
@@ -33,10 +35,8 @@ from ossrag.eval.retrieval import (
     retrieval_reports,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 sys.path.insert(0, str(REPO / "tests"))
-from llm_server import Reply, ScriptedLLMServer  # noqa: E402
+from llm_server import Reply, ScriptedLLMServer
 
 REWRITE_ROW = "ossrag --rewrite, reference translations"
 

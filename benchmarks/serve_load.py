@@ -39,25 +39,11 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+from common import FAQ, FAQ_QUESTIONS  # noqa: E402 - this folder is on sys.path
 from llm_server import Reply, ScriptedLLMServer  # noqa: E402
 
-FAQ = REPO.parent / "shared" / "corpus" / "milvus-docs" / "faq"
 KEY = "bench-key"
 MODEL = "gpt-oss-20b"
-QUERIES = [
-    "How much data can Milvus store?",
-    "Why is the search slow after inserting data?",
-    "Does Milvus support inserting vectors with duplicate primary keys?",
-    "What is the maximum vector dimension?",
-    "How do I choose an index type?",
-    "Why did the query return fewer results than limit?",
-    "Can I update a vector in place?",
-    "What is the difference between FLAT and IVF_FLAT?",
-    "How does Milvus handle deletes?",
-    "Why does my collection use so much memory?",
-    "Is Milvus available on Windows?",
-    "How do I back up data?",
-]
 
 
 @dataclass
@@ -117,7 +103,7 @@ async def search_load(url: str, clients: int, seconds: float, path: str = "/v1/s
             if path != "/v1/search":
                 response = await http.get(path)
             else:
-                query = {"query": QUERIES[i % len(QUERIES)]}
+                query = {"query": FAQ_QUESTIONS[i % len(FAQ_QUESTIONS)]}
                 response = await http.post(path, json=query)
                 if response.status_code == 200 and not response.json()["results"]:
                     raise RuntimeError("no results")
@@ -137,7 +123,7 @@ async def chat_load(base_url: str, model: str, clients: int, seconds: float) -> 
             body = {
                 "model": model,
                 "stream": True,
-                "messages": [{"role": "user", "content": QUERIES[i % len(QUERIES)]}],
+                "messages": [{"role": "user", "content": FAQ_QUESTIONS[i % len(FAQ_QUESTIONS)]}],
             }
             async with http.stream("POST", f"{base_url}/chat/completions", json=body) as response:
                 if response.status_code != 200:
@@ -216,7 +202,7 @@ def stage_times(db: Path, n: int = 40) -> dict[str, float]:
     index.store.info()  # loads the collections of a reopened store
     embed, search = [], []
     for i in range(n):
-        query = QUERIES[i % len(QUERIES)]
+        query = FAQ_QUESTIONS[i % len(FAQ_QUESTIONS)]
         t0 = time.perf_counter()
         vector = index.embedder.embed_query(query)
         t1 = time.perf_counter()
