@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typer.core import TyperCommand, TyperGroup
 from typer.testing import CliRunner
 
 from ossrag.cli import app as cli
-from ossrag.cli.app import EXIT_WARNINGS, app
+from ossrag.cli.app import EXIT_WARNINGS, app, collect_after_start_up
 from ossrag.embed.encoders import Embedder
 
 runner = CliRunner()
@@ -198,6 +199,19 @@ def test_cli_start_up_leaves_heavy_libraries_for_the_commands_that_use_them() ->
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip() == "[]"
+
+
+def test_the_collector_is_off_for_start_up_and_back_after_it() -> None:
+    frozen = gc.get_freeze_count()
+    try:
+        timer = collect_after_start_up(0.05)
+        assert not gc.isenabled()
+        timer.join()
+        # back on, with what start-up made frozen: later full collections skip it
+        assert gc.isenabled() and gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()
+        gc.enable()
 
 
 def test_the_packages_names_load_when_first_asked_for() -> None:
