@@ -10,11 +10,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_docs
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ossrag.config import Settings
 from ossrag.embed import crosslingual
-from ossrag.embed.crosslingual import Lexicon, WordEncoder, load_word_encoder, vocabulary
+from ossrag.embed.crosslingual import (
+    MIN_FOREIGN_STOPWORDS,
+    Lexicon,
+    WordEncoder,
+    foreign_stopwords,
+    load_word_encoder,
+    reads_foreign,
+    vocabulary,
+)
 from ossrag.embed.encoders import Embedder, Vectors
+from ossrag.embed.lexical import STOPWORDS
 from ossrag.engine.index import Index
 from ossrag.store.milvus import Store
 
@@ -116,6 +127,38 @@ def test_a_rebuild_embeds_only_new_words(encoder: CountingEncoder) -> None:
     assert encoder.encoded == ["delta"]
     assert second.words == ["alpha", "beta", "delta"]
     np.testing.assert_array_equal(second.vectors[:2], first.vectors[:2])
+
+
+def test_an_english_question_is_told_without_the_other_languages_stopwords() -> None:
+    foreign_stopwords.cache_clear()
+    assert not reads_foreign("How do I back up my data?")  # more English stopwords than not
+    assert foreign_stopwords.cache_info().currsize == 0  # 32 files left unread
+    assert reads_foreign(ITALIAN) and foreign_stopwords.cache_info().currsize == 1
+
+
+@given(
+    words=st.lists(
+        st.sampled_from(["come", "una", "posso", "der", "the", "how", "do", "data", "backup"]),
+        max_size=8,
+    ),
+    known=st.sets(st.sampled_from(["come", "data", "der"])),
+)
+def test_telling_a_language_counts_foreign_stopwords_the_corpus_does_not_use(
+    words: list[str], known: set[str]
+) -> None:
+    own = sum(word in foreign_stopwords() and word not in known for word in words)
+    english = sum(word in STOPWORDS for word in words)
+    expected = own >= MIN_FOREIGN_STOPWORDS and own > english
+    assert reads_foreign(" ".join(words), frozenset(known)) == expected
+
+
+def test_an_english_question_loads_no_lexicon(corpus_index: Index) -> None:
+    local = corpus_index.store._local  # type: ignore[attr-defined]
+    local.lexicon = None
+    assert corpus_index.search("How many partitions can a collection hold?", k=3).passages
+    assert local.lexicon is None  # neither loaded nor built: its words could not change that
+    assert "partitions" in corpus_index.search(ITALIAN, k=3).translation.split()
+    assert local.lexicon is not None
 
 
 def test_search_translates_and_the_answer_comes_first(corpus_index: Index) -> None:

@@ -122,9 +122,15 @@ def reads_foreign(question: str, known: frozenset[str] = frozenset()) -> bool:
     its words are other languages' stopwords that the corpus (`known`) does not use, and more of
     them than English stopwords."""
     words = [word.lower() for word in _WORD.findall(question)]
+    english = sum(word in STOPWORDS for word in words)
+    # Another language's stopword is neither an English one nor a corpus word: when too few
+    # words are neither, the answer needs no other language's list (reading them takes ~15 ms).
+    others = [word for word in words if word not in STOPWORDS and word not in known]
+    if len(others) < MIN_FOREIGN_STOPWORDS or len(others) <= english:
+        return False
     foreign = foreign_stopwords()
-    own = sum(word in foreign and word not in known for word in words)
-    return own >= MIN_FOREIGN_STOPWORDS and own > sum(word in STOPWORDS for word in words)
+    own = sum(word in foreign for word in others)
+    return own >= MIN_FOREIGN_STOPWORDS and own > english
 
 
 def vocabulary(texts: Iterable[str]) -> dict[str, int]:
