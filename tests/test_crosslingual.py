@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,15 +46,20 @@ ITALIAN = "Quante partizioni posso creare al massimo in una collezione?"
 
 
 class CountingEncoder(WordEncoder):
-    """The real encoder, remembering which words it was asked to embed."""
+    """The real encoder, remembering which words went through the model, and in which passes;
+    `before_pass` is called as each pass starts."""
 
     def __init__(self) -> None:
         super().__init__()
         self.encoded: list[str] = []
+        self.passes: list[list[str]] = []
+        self.before_pass: Callable[[list[str]], None] = lambda words: None
 
-    def encode(self, words: Sequence[str]) -> Vectors:
+    def _forward(self, words: Sequence[str]) -> Vectors:
+        self.before_pass(list(words))
         self.encoded.extend(words)
-        return super().encode(words)
+        self.passes.append(list(words))
+        return super()._forward(words)
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +166,29 @@ def test_an_english_question_loads_no_lexicon(corpus_index: Index) -> None:
     assert local.lexicon is None  # neither loaded nor built: its words could not change that
     assert "partitions" in corpus_index.search(ITALIAN, k=3).translation.split()
     assert local.lexicon is not None
+
+
+def test_a_question_during_a_lexicon_rebuild_waits_for_one_slice_of_it() -> None:
+    encoder = CountingEncoder()  # its own: the shared one's slice size stays as it is
+    encoder.slice_words = 4
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    words += ["india", "juliet", "kilo", "lima"]  # three slices, in this (sorted) order
+    question = threading.Thread(target=encoder.encode, args=(["partizioni", "collezione"],))
+
+    def arrive_during_the_second_slice(words: list[str]) -> None:
+        if words[0] == "echo":  # the rebuild holds the engine: the question must wait
+            question.start()
+            while encoder._questions == 0:  # until it waits (it cannot get further)
+                time.sleep(0.001)
+
+    encoder.before_pass = arrive_during_the_second_slice
+    rebuilt = Lexicon.build("g1", [" ".join(words)] * 2, encoder)
+    question.join()
+    assert encoder.passes == [
+        words[0:4], words[4:8], ["partizioni", "collezione"], words[8:12]
+    ]  # fmt: skip
+    whole = encoder.encode(words)
+    np.testing.assert_allclose(rebuilt.vectors, whole, atol=1e-5)  # slices embed as one pass
 
 
 def test_search_translates_and_the_answer_comes_first(corpus_index: Index) -> None:
