@@ -336,7 +336,7 @@ def test_a_loaded_index_is_mapped_and_outlives_a_save_over_its_files(
 ) -> None:
     small.save(tmp_path / "ix")
     loaded = SearchIndex.load(tmp_path / "ix", "g1")
-    assert loaded is not None and isinstance(loaded.vectors, np.memmap)  # not read in
+    assert loaded is not None and isinstance(loaded.vectors.base, np.memmap)  # not read in
     SearchIndex.from_rows("g2", ROWS[:1], dim=2).save(tmp_path / "ix")  # an ingest's new one
     query = np.array([0.6, 0.8], dtype=np.float32)
     assert loaded.dense(query, 3) == small.dense(query, 3)
