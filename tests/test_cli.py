@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import subprocess
 import sys
 from dataclasses import fields
@@ -199,6 +200,20 @@ def test_cli_start_up_leaves_heavy_libraries_for_the_commands_that_use_them() ->
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip() == "[]"
+
+
+def test_a_json_search_prints_without_loading_rich(store_env: dict[str, str]) -> None:
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['ossrag', 'search', 'where are vectors kept', '--json']\n"
+        "try:\n    runpy.run_module('ossrag', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'rich'), file=sys.stderr)"
+    )
+    env = {**os.environ, **store_env}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert json.loads(done.stdout)["results"]
+    assert done.stderr.strip().splitlines()[-1] == "[]"
 
 
 def test_the_collector_is_off_for_start_up_and_back_after_it() -> None:

@@ -128,7 +128,7 @@ def test_cli_eval_answers(
     )
     assert page.count("<strong>Judge:</strong> Supported.") == 2
     # At 80 columns every header and model name stays whole.
-    monkeypatch.setattr(cli.out, "width", 80)
+    monkeypatch.setattr(cli.out.console, "width", 80)
     table = runner.invoke(app, ["eval", "answers", str(question_set), "--model", "gpt-oss-20b",
                                 "--model", "gpt-oss-120b", "--judge", "judge",
                                 "--effort", "medium", *base])  # fmt: skip
