@@ -202,18 +202,19 @@ def test_cli_start_up_leaves_heavy_libraries_for_the_commands_that_use_them() ->
     assert imported.stdout.strip() == "[]"
 
 
-def test_a_json_search_prints_without_loading_rich(store_env: dict[str, str]) -> None:
+def test_a_json_search_loads_no_rich_and_no_blas_thread_pool(store_env: dict[str, str]) -> None:
     code = (
-        "import runpy, sys\n"
+        "import os, runpy, sys\n"
         "sys.argv = ['ossrag', 'search', 'where are vectors kept', '--json']\n"
         "try:\n    runpy.run_module('ossrag', run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'rich'), file=sys.stderr)"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'rich'), file=sys.stderr)\n"
+        "print(os.environ['OPENBLAS_NUM_THREADS'], file=sys.stderr)"
     )
-    env = {**os.environ, **store_env}
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"} | store_env
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert json.loads(done.stdout)["results"]
-    assert done.stderr.strip().splitlines()[-1] == "[]"
+    assert done.stderr.strip().splitlines()[-2:] == ["[]", "1"]  # set before numpy loaded
 
 
 def test_the_collector_is_off_for_start_up_and_back_after_it() -> None:

@@ -210,8 +210,12 @@ def _user_errors() -> Iterator[None]:
 
 def _quiet_libraries() -> None:
     """Library chatter off. Transformers is quieted where a model loads (embeddings.
-    quiet_offline_transformers): importing it here cost every command 1.3 s of start-up."""
+    quiet_offline_transformers): importing it here cost every command 1.3 s of start-up.
+    numpy's OpenBLAS starts no thread pool: its threads spin ~0.1 s as it loads (a third of a
+    one-shot search's CPU, taken from it on busy cores), and a search keeps BLAS on one thread
+    anyway (store.memory.limit_blas_threads). A user's own setting wins."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
     import warnings
 
