@@ -1,5 +1,5 @@
 """The choices a setting, a flag or a request field may take, apart from the settings
-themselves so that a door can name them without loading pydantic-settings."""
+themselves so that a door can name them without loading pydantic."""
 
 from __future__ import annotations
 

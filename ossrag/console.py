@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.markup import escape
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # C0 controls but newline and tab, DEL, C1 controls (ESC and CSI among them), and the Unicode
 # bidirectional overrides that can make a line read differently from what it holds.
@@ -25,6 +26,8 @@ def terminal_safe(text: str) -> str:
 
 def shown(text: str) -> str:
     """`text` made terminal-safe and escaped for interpolation into rich markup."""
+    from rich.markup import escape  # rich loads when something is printed with it
+
     return escape(terminal_safe(text))
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import subprocess
 import sys
 from dataclasses import fields
@@ -16,7 +18,7 @@ from typer.core import TyperCommand, TyperGroup
 from typer.testing import CliRunner
 
 from ossrag.cli import app as cli
-from ossrag.cli.app import EXIT_WARNINGS, app
+from ossrag.cli.app import EXIT_WARNINGS, app, collect_after_start_up
 from ossrag.embed.encoders import Embedder
 
 runner = CliRunner()
@@ -192,12 +194,40 @@ def test_bad_db_path_is_one_line(store_env: dict[str, str], tmp_path: Path) -> N
 
 def test_cli_start_up_leaves_heavy_libraries_for_the_commands_that_use_them() -> None:
     # `ossrag --help` took a second when the CLI imported the engine (pymilvus, onnxruntime,
-    # numpy), openai and the server at start-up; pydantic-settings costs a tenth more.
-    heavy = {"pymilvus", "onnxruntime", "openai", "torch", "numpy", "fastapi", "pydantic_settings"}
+    # numpy), openai and the server at start-up; pydantic and the settings cost a tenth more.
+    heavy = {"pymilvus", "onnxruntime", "openai", "torch", "numpy", "fastapi", "pydantic"}
     code = f"import sys, ossrag.cli; print(sorted({heavy!r} & set(sys.modules)))"
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip() == "[]"
+
+
+def test_a_json_search_loads_no_rich_and_no_blas_thread_pool(store_env: dict[str, str]) -> None:
+    code = (
+        "import os, runpy, sys\n"
+        "sys.argv = ['ossrag', 'search', 'where are vectors kept', '--json']\n"
+        "try:\n    runpy.run_module('ossrag', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'rich'), file=sys.stderr)\n"
+        "print(os.environ['OPENBLAS_NUM_THREADS'], file=sys.stderr)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"} | store_env
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert json.loads(done.stdout)["results"]
+    assert done.stderr.strip().splitlines()[-2:] == ["[]", "1"]  # set before numpy loaded
+
+
+def test_the_collector_is_off_for_start_up_and_back_after_it() -> None:
+    frozen = gc.get_freeze_count()
+    try:
+        timer = collect_after_start_up(0.05)
+        assert not gc.isenabled()
+        timer.join()
+        # back on, with what start-up made frozen: later full collections skip it
+        assert gc.isenabled() and gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()
+        gc.enable()
 
 
 def test_the_packages_names_load_when_first_asked_for() -> None:

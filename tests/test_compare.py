@@ -138,7 +138,7 @@ def test_cli_eval_answers(
     )
     assert page.count("<strong>Judge:</strong> Supported.") == 2
     # At 80 columns every header and model name stays whole; a long name wraps in its column.
-    monkeypatch.setattr(cli.out, "width", 80)
+    monkeypatch.setattr(cli.out.console, "width", 80)
     llm.add_model(LONG_MODEL, Reply(respond=respond))
     table = runner.invoke(app, ["eval", "answers", str(question_set), "--model", "gpt-oss-20b",
                                 "--model", "gpt-oss-120b", "--model", LONG_MODEL,

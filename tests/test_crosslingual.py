@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import write_docs
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ossrag.config import Settings
 from ossrag.embed import crosslingual
-from ossrag.embed.crosslingual import Lexicon, WordEncoder, load_word_encoder, vocabulary
+from ossrag.embed.crosslingual import (
+    MIN_FOREIGN_STOPWORDS,
+    Lexicon,
+    WordEncoder,
+    foreign_stopwords,
+    load_word_encoder,
+    reads_foreign,
+    vocabulary,
+)
 from ossrag.embed.encoders import Embedder, Vectors
+from ossrag.embed.lexical import STOPWORDS
 from ossrag.engine.index import Index
 from ossrag.store.milvus import Store
 
@@ -33,15 +46,20 @@ ITALIAN = "Quante partizioni posso creare al massimo in una collezione?"
 
 
 class CountingEncoder(WordEncoder):
-    """The real encoder, remembering which words it was asked to embed."""
+    """The real encoder, remembering which words went through the model, and in which passes;
+    `before_pass` is called as each pass starts."""
 
     def __init__(self) -> None:
         super().__init__()
         self.encoded: list[str] = []
+        self.passes: list[list[str]] = []
+        self.before_pass: Callable[[list[str]], None] = lambda words: None
 
-    def encode(self, words: Sequence[str]) -> Vectors:
+    def _forward(self, words: Sequence[str]) -> Vectors:
+        self.before_pass(list(words))
         self.encoded.extend(words)
-        return super().encode(words)
+        self.passes.append(list(words))
+        return super()._forward(words)
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +134,61 @@ def test_a_rebuild_embeds_only_new_words(encoder: CountingEncoder) -> None:
     assert encoder.encoded == ["delta"]
     assert second.words == ["alpha", "beta", "delta"]
     np.testing.assert_array_equal(second.vectors[:2], first.vectors[:2])
+
+
+def test_an_english_question_is_told_without_the_other_languages_stopwords() -> None:
+    foreign_stopwords.cache_clear()
+    assert not reads_foreign("How do I back up my data?")  # more English stopwords than not
+    assert foreign_stopwords.cache_info().currsize == 0  # 32 files left unread
+    assert reads_foreign(ITALIAN) and foreign_stopwords.cache_info().currsize == 1
+
+
+@given(
+    words=st.lists(
+        st.sampled_from(["come", "una", "posso", "der", "the", "how", "do", "data", "backup"]),
+        max_size=8,
+    ),
+    known=st.sets(st.sampled_from(["come", "data", "der"])),
+)
+def test_telling_a_language_counts_foreign_stopwords_the_corpus_does_not_use(
+    words: list[str], known: set[str]
+) -> None:
+    own = sum(word in foreign_stopwords() and word not in known for word in words)
+    english = sum(word in STOPWORDS for word in words)
+    expected = own >= MIN_FOREIGN_STOPWORDS and own > english
+    assert reads_foreign(" ".join(words), frozenset(known)) == expected
+
+
+def test_an_english_question_loads_no_lexicon(corpus_index: Index) -> None:
+    local = corpus_index.store._local  # type: ignore[attr-defined]
+    local.lexicon = None
+    assert corpus_index.search("How many partitions can a collection hold?", k=3).passages
+    assert local.lexicon is None  # neither loaded nor built: its words could not change that
+    assert "partitions" in corpus_index.search(ITALIAN, k=3).translation.split()
+    assert local.lexicon is not None
+
+
+def test_a_question_during_a_lexicon_rebuild_waits_for_one_slice_of_it() -> None:
+    encoder = CountingEncoder()  # its own: the shared one's slice size stays as it is
+    encoder.slice_words = 4
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    words += ["india", "juliet", "kilo", "lima"]  # three slices, in this (sorted) order
+    question = threading.Thread(target=encoder.encode, args=(["partizioni", "collezione"],))
+
+    def arrive_during_the_second_slice(words: list[str]) -> None:
+        if words[0] == "echo":  # the rebuild holds the engine: the question must wait
+            question.start()
+            while encoder._questions == 0:  # until it waits (it cannot get further)
+                time.sleep(0.001)
+
+    encoder.before_pass = arrive_during_the_second_slice
+    rebuilt = Lexicon.build("g1", [" ".join(words)] * 2, encoder)
+    question.join()
+    assert encoder.passes == [
+        words[0:4], words[4:8], ["partizioni", "collezione"], words[8:12]
+    ]  # fmt: skip
+    whole = encoder.encode(words)
+    np.testing.assert_allclose(rebuilt.vectors, whole, atol=1e-5)  # slices embed as one pass
 
 
 def test_search_translates_and_the_answer_comes_first(corpus_index: Index) -> None:

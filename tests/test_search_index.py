@@ -331,6 +331,19 @@ def test_saved_index_loads_only_for_its_generation(small: SearchIndex, tmp_path:
     assert SearchIndex.load(tmp_path / "missing", "g1") is None
 
 
+def test_a_loaded_index_is_mapped_and_outlives_a_save_over_its_files(
+    small: SearchIndex, tmp_path: Path
+) -> None:
+    small.save(tmp_path / "ix")
+    loaded = SearchIndex.load(tmp_path / "ix", "g1")
+    assert loaded is not None and isinstance(loaded.vectors.base, np.memmap)  # not read in
+    SearchIndex.from_rows("g2", ROWS[:1], dim=2).save(tmp_path / "ix")  # an ingest's new one
+    query = np.array([0.6, 0.8], dtype=np.float32)
+    assert loaded.dense(query, 3) == small.dense(query, 3)
+    assert loaded.bm25("bucket store", 3) == small.bm25("bucket store", 3)
+    assert [loaded.rows.row(i) for i in range(3)] == [small.rows.row(i) for i in range(3)]
+
+
 QUERIES = ["Where is data kept?", "back up the bucket", "similarity metrics", "query nodes"]
 
 

@@ -9,6 +9,7 @@ group of them.
 from __future__ import annotations
 
 import functools
+import gc
 import inspect
 import json
 import logging
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
-from rich.console import Console
 
 from ossrag.choices import Effort, Mode
 from ossrag.cli.words import cli_message
@@ -31,6 +31,8 @@ from ossrag.console import shown, terminal_safe
 from ossrag.errors import OssragError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ossrag.config import Settings
     from ossrag.engine.index import Index
     from ossrag.engine.ingest import Progress as IngestProgress
@@ -53,8 +55,27 @@ eval_app = typer.Typer(
     help="Measure retrieval and answers on a question set.", no_args_is_help=True
 )
 app.add_typer(eval_app, name="eval")
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class LazyConsole:
+    """A rich Console, made when first used: a command that prints JSON never loads rich
+    (~20 ms of a one-shot `search --json`). Use it as the Console, or pass `.console`."""
+
+    def __init__(self, stderr: bool = False) -> None:
+        self.stderr = stderr
+
+    @functools.cached_property
+    def console(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=self.stderr, highlight=False, soft_wrap=True)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+out = LazyConsole()
+err = LazyConsole(stderr=True)
 USER_ERRORS = (OssragError,)  # one red line and exit code 1, never a traceback
 
 
@@ -105,12 +126,18 @@ BUDGET = ("max_tokens", "context_window", "answer_tokens")
 Command = Callable[..., None]
 
 
+@functools.cache
+def _flag_types() -> dict[str, Any]:
+    """`Flags`' annotations, evaluated once, not once a command (9 times: 5-10 ms)."""
+    return get_type_hints(Flags, include_extras=True)
+
+
 def settings_options(*names: str) -> Callable[[Command], Command]:
     """Give a command the `Flags` options `names`, in this order, where its keyword-only
     `flags: Flags` parameter is, and call it with them as that one `Flags`. A command that declares
     a parameter of one of these names keeps its own there instead (serve's repeatable
     --collection)."""
-    hints = get_type_hints(Flags, include_extras=True)
+    hints = _flag_types()
 
     def decorate(command: Command) -> Command:
         own = inspect.signature(command, eval_str=True).parameters  # typer evaluates no strings
@@ -183,8 +210,12 @@ def _user_errors() -> Iterator[None]:
 
 def _quiet_libraries() -> None:
     """Library chatter off. Transformers is quieted where a model loads (embeddings.
-    quiet_offline_transformers): importing it here cost every command 1.3 s of start-up."""
+    quiet_offline_transformers): importing it here cost every command 1.3 s of start-up.
+    numpy's OpenBLAS starts no thread pool: its threads spin ~0.1 s as it loads (a third of a
+    one-shot search's CPU, taken from it on busy cores), and a search keeps BLAS on one thread
+    anyway (store.memory.limit_blas_threads). A user's own setting wins."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
     import warnings
 
@@ -239,7 +270,7 @@ def ingest(
                 MofNCompleteColumn(),
                 TextColumn("files · {task.fields[chunks]} chunks embedded"),
                 TimeRemainingColumn(),
-                console=err,
+                console=err.console,
                 transient=True,
             ) as bar:
                 task = bar.add_task("ingest", total=None, chunks=0)
@@ -435,7 +466,7 @@ def ask(
             _print_json(structured.to_dict())
             return
         index = Index(settings)
-        printer = EventPrinter(out, err, show_reasoning, quiet=json_output)
+        printer = EventPrinter(out.console, err.console, show_reasoning, quiet=json_output)
         events = (
             index.agent_stream(question, where=where)
             if agent
@@ -451,7 +482,7 @@ def ask(
             _print_json({**failed.to_dict(), "answer": None, "error": cli_message(exc)})
         elif passages:
             err.print()
-            _print_sources(passages, err)
+            _print_sources(passages, err.console)
         raise _fail(cli_message(exc)) from None
     answer = printer.answer
     assert answer is not None
@@ -463,7 +494,7 @@ def ask(
         err.print(f"[yellow]note:[/] {shown(answer.notice)}")
     for line, style in report_lines(answer.claims, show_evidence):
         out.print(terminal_safe(line), style=style, markup=False)
-    _print_sources(answer.passages, out)
+    _print_sources(answer.passages, out.console)
 
 
 @app.command()
@@ -489,7 +520,7 @@ def chat(
         index.store.open()  # held for the session, as a server holds it
         session = ChatSession(index, settings.effort, show_reasoning, where=where)
         err.print(f"[dim]{shown(CHAT_HELP)}[/]")
-        run_chat(session, input_lines(), out, err)
+        run_chat(session, input_lines(), out.console, err.console)
         index.close()
 
 
@@ -812,7 +843,32 @@ def mcp_stdio(
             index.close()
 
 
+# Start-up (typer, pydantic, numpy, ONNX Runtime, the engine) allocates ~10^6 objects that live
+# as long as the process and no garbage: the collector's ~130 passes over them took 50-100 ms of
+# a one-shot search. It is off for a command's first START_UP_SECONDS.
+START_UP_SECONDS = 2.0
+
+
+def collect_after_start_up(seconds: float = START_UP_SECONDS) -> threading.Timer:
+    """Turn the garbage collector off now and back on after `seconds`, with what exists by then
+    frozen (left out of every later pass: a long-running command's full collections skip it)."""
+
+    def resume() -> None:
+        gc.freeze()
+        gc.enable()
+
+    gc.disable()
+    timer = threading.Timer(seconds, resume)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def main() -> None:
     """Console-script entry point."""
+    collect_after_start_up()
     _quiet_libraries()
-    app()
+    try:
+        app()
+    finally:  # the interpreter's last collection, as it exits, skips what is frozen
+        gc.freeze()

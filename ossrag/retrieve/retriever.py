@@ -102,9 +102,13 @@ class Retriever:
         self.depth = depth
 
     def read(self, query: str) -> Reading:
-        """Test the query's language and translate it, with the lexicon fetched once."""
-        lexicon = self.store.lexicon() if self.translate else None
-        foreign = reads_foreign(query, lexicon.known if lexicon else frozenset())
+        """Test the query's language and translate it, with the lexicon fetched once. A question
+        that reads as English without the corpus's words does with them too (they only discount
+        foreign stopwords the corpus uses): it needs no lexicon, loaded or built."""
+        foreign = reads_foreign(query)
+        lexicon = self.store.lexicon() if self.translate and foreign else None
+        if lexicon is not None:
+            foreign = reads_foreign(query, lexicon.known)
         translation = lexicon.translate(query, foreign=foreign) if lexicon and foreign else None
         return Reading(query, foreign, translation or "")
 
