@@ -1,5 +1,5 @@
 """The choices a setting, a flag or a request field may take, apart from the settings
-themselves so that a door can name them without loading pydantic."""
+themselves so that a door can name them without loading pydantic-settings."""
 
 from __future__ import annotations
 

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from platformdirs import user_config_dir
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from ossrag.choices import Effort, FusionName, Mode, Rewrite
 from ossrag.errors import ConfigError, setting
@@ -33,25 +39,16 @@ def config_file() -> Path:
     return Path(user_config_dir("ossrag")) / "config.toml"
 
 
-ENV_PREFIX = "OSSRAG_"
+class Settings(BaseSettings):
+    """Every ossrag setting; each is also `OSSRAG_<NAME>` in the environment."""
 
-
-class Settings(BaseModel):
-    """Every ossrag setting; each is also `OSSRAG_<NAME>` in the environment (any case, a list
-    as commas) and a key of the config file. (Read by hand, not by pydantic-settings: a
-    one-shot command saves the ~30 ms of importing it.)"""
-
-    model_config = ConfigDict(extra="ignore", validate_default=True)
-
-    def __init__(self, **values: Any) -> None:
-        """`values` win over `OSSRAG_*` variables, which win over the config file."""
-        super().__init__(**{**_file_values(), **_env_values(), **values})
+    model_config = SettingsConfigDict(env_prefix="OSSRAG_", extra="ignore")
 
     # Store
     db: str = Field("./ossrag.db", description="Milvus Lite path, or a server URI (http://…)")
     token: str = Field("", description="Milvus server / Zilliz Cloud token")
     collection: str = "ossrag"
-    collections: list[str] = Field(
+    collections: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="collections ossrag serve offers, each as model ossrag/<name> "
         "(the first is the default; none: collection alone)",
@@ -118,17 +115,17 @@ class Settings(BaseModel):
     # HTTP server (ossrag serve); list settings take commas in the environment
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    api_keys: list[str] = Field(
+    api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="keys clients send as Authorization: Bearer"
     )
     api_keys_file: str = Field("", description="file with one API key a line")
-    allowed_roots: list[str] = Field(
+    allowed_roots: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="directories POST /v1/ingest may read"
     )
-    cors_origins: list[str] = Field(
+    cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="origins allowed by CORS (none: CORS off)"
     )
-    allowed_hosts: list[str] = Field(
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Host header names the server answers besides loopback and the bound "
         "address (DNS-rebinding defence; '*' turns the check off)",
@@ -140,7 +137,7 @@ class Settings(BaseModel):
     )
     request_timeout: float = Field(300.0, gt=0, description="seconds a request may take")
 
-    watch: list[str] = Field(
+    watch: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="directories ossrag serve keeps in sync as they change"
     )
 
@@ -175,24 +172,20 @@ class Settings(BaseModel):
             data["api_key"] = os.environ.get("OPENAI_API_KEY", "")
         return data
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, config_file()))
+
     @property
     def is_server(self) -> bool:
         return self.db.startswith(("http://", "https://", "tcp://", "grpc://"))
-
-
-def _env_values() -> dict[str, str]:
-    """The `OSSRAG_<NAME>` variables that name a setting, by setting."""
-    names = {f"{ENV_PREFIX}{name}".lower(): name for name in Settings.model_fields}
-    return {names[key.lower()]: value for key, value in os.environ.items() if key.lower() in names}
-
-
-def _file_values() -> dict[str, Any]:
-    """The config file's keys, if there is one."""
-    path = config_file()
-    if not path.is_file():
-        return {}
-    with path.open("rb") as handle:
-        return tomllib.load(handle)
 
 
 def load_settings(**overrides: Any) -> Settings:

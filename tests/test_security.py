@@ -144,7 +144,7 @@ def test_allowed_hosts_add_names(served: tuple[LiveServer, Index, Settings]) -> 
 
 
 def test_allowed_host_names_for_the_bound_address() -> None:
-    base = Settings()
+    base = Settings(_env_file=None)
     assert allowed_host_names(base) == ["localhost", "127.0.0.1", "[::1]"]
     bound = base.model_copy(update={"host": "192.0.2.7", "allowed_hosts": ["Docs.Example"]})
     assert allowed_host_names(bound) == [
