@@ -258,8 +258,8 @@ def test_each_command_takes_its_group_of_the_shared_settings_options() -> None:
         for name, top in group.commands.items()
         for sub, command in (top.commands.items() if isinstance(top, TyperGroup) else [("", top)])
     }
-    # The groups the commands had when each declared its options itself (chat without --token,
-    # eval retrieval without --embed-base-url), in the order their --help lists them.
+    # Each command's settings options in the order its --help lists them: every --db comes with
+    # its --token, every --embedder with its --embed-base-url.
     store, embed = "--db --token --collection", "--embedder --embed-base-url"
     llm = "--llm --base-url --model --api-key"
     assert {name: " ".join(options(command)) for name, command in commands.items()} == {
@@ -267,9 +267,9 @@ def test_each_command_takes_its_group_of_the_shared_settings_options() -> None:
         "search": f"--top-k --mode {store} {embed} {llm}",
         "ask": f"--top-k --mode --effort {store} {embed} {llm} --max-tokens --context-window "
         "--answer-tokens",
-        "chat": f"--top-k --mode --effort --db --collection {embed} {llm} --max-tokens",
+        "chat": f"--top-k --mode --effort {store} {embed} {llm} --max-tokens",
         "status": f"{store} {llm}",
-        "eval retrieval": f"--mode {store} --embedder {llm}",
+        "eval retrieval": f"--mode {store} {embed} {llm}",
         "eval answers": f"--top-k --mode {store} {embed} --base-url --api-key --max-tokens",
         "serve": f"--top-k --mode --effort {store} {embed} {llm} --max-tokens",
         "mcp": f"--top-k --mode --effort {store} {embed} {llm}",

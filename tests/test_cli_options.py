@@ -13,11 +13,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import typer
 from conftest import write_docs
 from llm_server import Reply, ScriptedLLMServer
 from typer.testing import CliRunner
@@ -347,27 +345,3 @@ def test_serve_collections_and_watch_from_the_command_line(tmp_path: Path) -> No
         "ossrag-bm25", "ossrag/recipes-bm25", "ossrag/garden-bm25"
     ]  # fmt: skip
     assert garden == []
-
-
-def _commands(group: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Every command of a (typer) click group, by its full name."""
-    for name, command in group.commands.items():
-        if hasattr(command, "commands"):
-            yield from _commands(command, f"{prefix}{name} ")
-        else:
-            yield f"{prefix}{name}", command
-
-
-@pytest.mark.parametrize(
-    ("option", "companion"),
-    [("--db", "--token"), ("--embedder", "--embed-base-url"), ("--llm", "--base-url")],
-)
-def test_an_option_comes_with_its_companion_on_every_command(option: str, companion: str) -> None:
-    """A command that reaches a Milvus server by --db can pass its --token, one that picks an
-    --embedder can point it at its endpoint, one that picks an --llm can point at its URL."""
-    lacking = [
-        name
-        for name, command in _commands(typer.main.get_group(app))
-        if option in (opts := {o for p in command.params for o in p.opts}) and companion not in opts
-    ]
-    assert lacking == []
