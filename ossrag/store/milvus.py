@@ -230,6 +230,9 @@ class Store:
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
             # A store locked by another process is reported below, without the engine's traceback.
             logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
+            # ... and pymilvus warns that it then uses a client-side timestamp, which is right
+            # for a store this process alone writes.
+            logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
             path = Path(uri).expanduser()
             path.parent.mkdir(parents=True, exist_ok=True)
             uri = str(path)
