@@ -206,3 +206,31 @@ def test_loading_the_word_encoder_leaves_the_openmp_setting_as_it_was(
         monkeypatch.setenv("OMP_WAIT_POLICY", users_setting)
     WordEncoder()
     assert os.environ.get("OMP_WAIT_POLICY") == users_setting
+
+
+def test_the_word_encoder_counts_the_tokens_it_reads(encoder: CountingEncoder) -> None:
+    # what the engine reads: the "query: " prefix and the two specials, then the word's pieces
+    assert encoder.count_tokens("") == 6
+    assert encoder.count_tokens("collezione") == 6
+    assert encoder.count_tokens("partitions") == 7
+
+
+def test_words_are_encoded_in_batches_to_the_same_vectors(
+    encoder: CountingEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    words = ["partizioni", "collezione", "creare", "massimo", "entità"]
+    whole = encoder.encode(words)
+    engine, calls = encoder._model, []
+
+    class Engine:  # the real engine, counting the words of each call
+        def query(self, batch: list[str]) -> Vectors:
+            calls.append(len(batch))
+            return np.asarray(engine.query(batch))
+
+    monkeypatch.setattr(encoder, "_model", Engine())
+    monkeypatch.setattr(crosslingual, "WORD_BATCH", 2)
+    assert whole.shape == (5, encoder.dim)
+    np.testing.assert_allclose(encoder.encode(words), whole, atol=1e-6)
+    assert calls == [2, 2, 1]
+    assert encoder.encode([]).shape == (0, encoder.dim)
+    assert calls == [2, 2, 1]
