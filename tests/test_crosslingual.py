@@ -281,3 +281,10 @@ def test_loading_the_word_encoder_leaves_the_openmp_setting_as_it_was(
         monkeypatch.setenv("OMP_WAIT_POLICY", users_setting)
     WordEncoder()
     assert os.environ.get("OMP_WAIT_POLICY") == users_setting
+
+
+def test_the_word_encoder_counts_the_tokens_it_reads(encoder: CountingEncoder) -> None:
+    # what the engine reads: the "query: " prefix and the two specials, then the word's pieces
+    assert encoder.count_tokens("") == 6
+    assert encoder.count_tokens("collezione") == 6
+    assert encoder.count_tokens("partitions") == 7

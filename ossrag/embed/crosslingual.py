@@ -94,6 +94,10 @@ class WordEncoder:
         self._busy = False
         self._questions = 0  # questions waiting for the engine or in it
 
+    def count_tokens(self, word: str) -> int:
+        """How many tokens `encode` reads for a word ("query: " prefix and specials included)."""
+        return int(self._model.token_count(word, True))
+
     def encode(self, words: Sequence[str]) -> Vectors:
         """One vector a word, embedded as a query (the "query: " prefix): a question's words,
         ahead of any rebuild (which waits for it between two of its slices)."""
