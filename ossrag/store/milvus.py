@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
@@ -26,7 +26,7 @@ from ossrag.errors import StoreError, setting
 from ossrag.records import Chunk
 from ossrag.store.filters import Filter
 from ossrag.store.fusion import WEIGHTED_DENSE_WEIGHT, FusionRule, Reciprocal, Relative, Weighted
-from ossrag.store.local import IndexSearcher, LocalCopy
+from ossrag.store.local import Changes, IndexSearcher, LocalCopy
 from ossrag.store.memory import SearchIndex
 from ossrag.store.search import Hit, Scope, Searcher, doc_id_filter, milvus_string
 
@@ -179,7 +179,9 @@ class Store:
             path = Path(uri).expanduser()
             if not path.name.endswith(".db"):
                 raise StoreError(f"Milvus Lite path {uri!r} must end in .db (set {setting('db')})")
-            self._local = LocalCopy(path, path / "ossrag-search" / collection, self._all_rows)
+            self._local = LocalCopy(
+                path, path / "ossrag-search" / collection, self._all_rows, self._rows_of
+            )
         elif client is None:
             self._client = self._connect(uri, token)
         # The generation the sidecar vouches for; the lock orders sidecar writes after a
@@ -187,6 +189,9 @@ class Store:
         self._current = ""
         self._sidecar_lock = threading.Lock()
         self._manifest: tuple[str, dict[str, FileRecord]] | None = None  # (generation, files)
+        # Since the generation the last index was built at: the files whose chunks writes
+        # touched (None: unknown, the next index reads every row). Guarded by _sidecar_lock.
+        self._changes: tuple[str, set[str]] | None = None
         self._creating = False  # between the manifest collection and its info row
 
     @property
@@ -353,20 +358,25 @@ class Store:
         self._upsert_files([FileRecord(INFO_ID, json.dumps(asdict(info)), "", "", 0.0, 0)])
         self._info = info
 
-    def _begin_write(self) -> None:
-        """Before the first write since the last flush: the sidecar removed, then a new
-        generation, so no saved search index of the old contents is used again, even if this
-        process dies mid-write."""
-        if not self._writing:
-            with self._sidecar_lock:
+    def _begin_write(self, doc_ids: Iterable[str] = ()) -> None:
+        """Before a write of the chunks of `doc_ids` (none: of the manifest only), recorded for
+        the next index; before the first write since the last flush, the sidecar is removed,
+        then a new generation written, so no saved search index of the old contents is used
+        again, even if this process dies mid-write."""
+        with self._sidecar_lock:
+            if not self._writing:
                 if self._local is not None:
                     self._local.remove_sidecar()
                 self._current = ""
                 self.open()  # the info rewritten next is Milvus's, not the sidecar's
                 info = self.info()
                 if info is not None:
+                    if self._changes is None and info.generation and self.memory_index:
+                        self._changes = (info.generation, set())
                     self._write_info(replace(info, generation=uuid.uuid4().hex))
                 self._writing = True
+            if self._changes is not None:
+                self._changes[1].update(doc_ids)
 
     def _sidecar_info(self) -> CollectionInfo | None:
         """The collection info the sidecar records, if it is current."""
@@ -453,6 +463,7 @@ class Store:
             if self._local is not None:
                 self._local.remove_sidecar()
             self._current = ""
+            self._changes = None
         for name in (self.collection, self.files_collection):
             if self.client.has_collection(name):
                 self.client.drop_collection(name)
@@ -481,7 +492,7 @@ class Store:
             for chunk, vector in zip(chunks, vectors, strict=True)
         ]
         if rows:
-            self._begin_write()
+            self._begin_write(chunk.doc_id for chunk in chunks)
             self.client.upsert(self.collection, rows)
 
     @_milvus_call("delete chunks")
@@ -507,7 +518,7 @@ class Store:
         """Delete rows of these doc ids, 500 ids to a filter expression."""
         ids = list(doc_ids)
         if ids:
-            self._begin_write()
+            self._begin_write(ids if collection == self.collection else ())
         for start in range(0, len(ids), 500):
             self.client.delete(collection, filter=doc_id_filter(ids[start : start + 500]))
 
@@ -648,7 +659,7 @@ class Store:
         if self._local is None or not self.memory_index or self._writing:
             return
         if info is not None and info.bm25:
-            self._record_current(self._local.index_of(info.generation, info.dim))
+            self._record_current(self._index_of(self._local, info))
 
     def _search_index(self) -> SearchIndex | None:
         """The in-memory index to search, or None to search in Milvus: during an ingest, the
@@ -660,9 +671,30 @@ class Store:
         info = self.info()
         if self._writing or info is None or not info.bm25:
             return None
-        index = self._local.index_of(info.generation, info.dim)
+        index = self._index_of(self._local, info)
         self._record_current(index)
         return index
+
+    def _index_of(self, local: LocalCopy, info: CollectionInfo) -> SearchIndex:
+        """The index of the generation Milvus holds, built from the last one and the files
+        writes touched since, when known; from then on the touched files count from it."""
+        with self._sidecar_lock:
+            started = self._changes
+            changes = started and Changes(started[0], frozenset(started[1]))
+        index = local.index_of(info.generation, info.dim, changes)
+        with self._sidecar_lock:  # unless a write began meanwhile (its base is then unknown)
+            if self._changes is started and not self._writing:
+                self._changes = None
+        return index
+
+    def _rows_of(self, doc_ids: Collection[str]) -> Iterator[dict[str, Any]]:
+        """Every chunk row of these files with its vector and terms, 500 files to a query."""
+        self._load()
+        fields = [*CHUNK_FIELDS, "dense", "terms"]
+        ids = sorted(doc_ids)
+        for start in range(0, len(ids), 500):
+            expr = doc_id_filter(ids[start : start + 500])
+            yield from self._query_all(self.collection, expr, fields, batch_size=16384)
 
     def _all_rows(self) -> Iterator[dict[str, Any]]:
         """Every chunk row with its vector and terms, for the in-memory index."""
