@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import DOCS, write_docs
 
-from ossrag.config import load_settings
+from ossrag.config import Settings, load_settings
 from ossrag.embed.crosslingual import vocabulary, word_counts
 from ossrag.embed.encoders import Embedder
 from ossrag.embed.lexical import bm25_terms
@@ -124,14 +124,21 @@ def test_ingests_update_the_index_with_the_rows_of_the_touched_files(
     assert lines_of(held(index), BACKUP) == (13, 15)  # was (10, 12): moved by the edit
 
 
-def test_a_fresh_store_updates_the_saved_index_it_starts_from(
-    tmp_path: Path, embedder: Embedder
-) -> None:
+def stored_then_grown(tmp_path: Path, embedder: Embedder, translate: bool) -> Settings:
+    """A store of the docs ingested by one process; then MORE written into the docs folder."""
     docs = write_docs(tmp_path / "docs")
-    settings = load_settings(db=str(tmp_path / "s.db"), translate=False)
+    settings = load_settings(db=str(tmp_path / "s.db"), translate=translate)
     with Index(settings, embedder=embedder) as first:
         first.ingest([docs])
     write_docs(docs, MORE)
+    return settings
+
+
+def test_a_fresh_store_updates_the_saved_index_it_starts_from(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    settings = stored_then_grown(tmp_path, embedder, translate=False)
+    docs = tmp_path / "docs"
     with Index(settings, embedder=embedder) as second:  # a new process: nothing held
         report = second.ingest([docs])
         assert local(second).rows_read == report.chunks_embedded == 4
@@ -166,11 +173,8 @@ def test_every_row_is_read_when_the_starting_index_is_neither_held_nor_saved(
 def test_the_lexicon_follows_an_update_without_reading_every_text(
     tmp_path: Path, embedder: Embedder
 ) -> None:
-    docs = write_docs(tmp_path / "docs")
-    settings = load_settings(db=str(tmp_path / "s.db"), translate=True)
-    with Index(settings, embedder=embedder) as first:
-        first.ingest([docs])
-    write_docs(docs, MORE)
+    settings = stored_then_grown(tmp_path, embedder, translate=True)
+    docs = tmp_path / "docs"
     (docs / "notes.txt").unlink()
     with Index(settings, embedder=embedder) as second:  # starts from the saved lexicon
         second.ingest([docs])
