@@ -426,6 +426,22 @@ def test_response_memory_keeps_the_latest() -> None:
     assert memory.get("resp_1") is not None
 
 
+def test_response_memory_forgets_the_oldest_past_its_byte_budget() -> None:
+    """A long conversation's responses each hold all of it: the budget bounds the memory."""
+    memory = ResponseMemory(size=100, max_bytes=2000)
+    turns: list[dict[str, str]] = []
+    for n in range(6):
+        turns = [*turns, {"role": "user", "content": "x" * 150}]
+        memory.remember({"id": f"resp_{n}"}, turns)
+    # held: 16-byte JSON + 150 bytes a turn, so resp_n holds 16 + 150 (n + 1)
+    assert [memory.get(f"resp_{n}") is not None for n in range(6)] == [False] * 4 + [True] * 2
+    assert memory.bytes == (16 + 750) + (16 + 900)
+    huge = [{"role": "user", "content": "y" * 5000}]
+    memory.remember({"id": "resp_huge"}, huge)  # the newest stays, whatever its size
+    assert memory.get("resp_huge") is not None and memory.get("resp_5") is None
+    assert memory.bytes == 19 + 5000
+
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),

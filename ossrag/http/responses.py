@@ -5,12 +5,14 @@ the same engine turn as chat completions; this module only translates. Input is 
 items (messages; other items, such as reasoning or tool outputs sent back, are ignored);
 ``instructions`` follow ossrag's system prompt; reasoning comes back as a reasoning item, never
 in the output text; ``previous_response_id`` continues a conversation remembered in memory (the
-last ``MAX_REMEMBERED`` responses stored; a restart forgets them).
+last ``MAX_REMEMBERED`` responses stored, at most ``MAX_REMEMBERED_BYTES`` of them; a restart
+forgets them).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -23,6 +25,9 @@ from ossrag.choices import Effort
 from ossrag.generate.usage import responses_usage
 
 MAX_REMEMBERED = 1000
+# Each remembered response holds its whole conversation, so long conversations grow the memory
+# with the square of their turns: the oldest go first once their text passes this.
+MAX_REMEMBERED_BYTES = 64 * 1024 * 1024
 TEXT_PARTS = ("input_text", "output_text", "text")
 
 
@@ -117,19 +122,35 @@ class Remembered:
 
 
 class ResponseMemory:
-    """The last `size` stored responses, for ``previous_response_id`` and GET by id."""
+    """The last `size` stored responses, for ``previous_response_id`` and GET by id, the
+    oldest forgotten first once they hold more than `max_bytes` of text (the newest is kept
+    whatever its size)."""
 
-    def __init__(self, size: int = MAX_REMEMBERED) -> None:
+    def __init__(self, size: int = MAX_REMEMBERED, max_bytes: int = MAX_REMEMBERED_BYTES) -> None:
         self.size = size
-        self._items: OrderedDict[str, Remembered] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.bytes = 0  # the text held: each response's JSON and its turns' contents
+        self._items: OrderedDict[str, tuple[Remembered, int]] = OrderedDict()
+        self._lock = threading.Lock()  # requests remember from worker threads
 
     def remember(self, response: dict[str, Any], turns: list[dict[str, str]]) -> None:
-        self._items[response["id"]] = Remembered(response, turns)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+        held = len(json.dumps(response, ensure_ascii=False)) + sum(
+            len(turn.get("content") or "") for turn in turns
+        )
+        with self._lock:
+            if (previous := self._items.pop(response["id"], None)) is not None:
+                self.bytes -= previous[1]
+            self._items[response["id"]] = (Remembered(response, turns), held)
+            self.bytes += held
+            while len(self._items) > self.size or (
+                self.bytes > self.max_bytes and len(self._items) > 1
+            ):
+                self.bytes -= self._items.popitem(last=False)[1][1]
 
     def get(self, response_id: str) -> Remembered | None:
-        return self._items.get(response_id)
+        with self._lock:
+            found = self._items.get(response_id)
+        return found[0] if found is not None else None
 
 
 # --------------------------------------------------------------------------- wire shapes
