@@ -21,6 +21,7 @@ from llm_server import Reply, ScriptedLLMServer
 from ossrag.config import Settings, load_settings
 from ossrag.embed.encoders import Embedder, MiniLMEmbedder, Vectors
 from ossrag.engine.index import Index
+from ossrag.records import Chunk
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("OSSRAG_SHARED") or REPO.parent / "shared")  # corpora, eval sets
@@ -93,6 +94,18 @@ def llm() -> Iterator[ScriptedLLMServer]:
     with ScriptedLLMServer(Reply(content="Milvus stores data in object storage [1].")) as server:
         yield server
 
+
+# A chunk written straight into a store, outside any ingest (a write the in-memory index has not
+# seen), findable by "zebras archive vault".
+EXTRA_CHUNK = Chunk(
+    id="extra",
+    doc_id="d-extra",
+    source="extra.md",
+    heading_path=("Extra",),
+    start_line=1,
+    end_line=1,
+    text="Zebras guard the archive vault.",
+)
 
 DOCS = {
     "guide/storage.md": """---

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import EXTRA_CHUNK
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,7 +16,6 @@ from ossrag.config import Settings
 from ossrag.embed.encoders import Embedder
 from ossrag.embed.lexical import bm25_terms
 from ossrag.engine.index import Index
-from ossrag.records import Chunk
 from ossrag.retrieve.retriever import score_fusion
 from ossrag.store.fusion import FusionRule, Reciprocal, Relative, Weighted
 from ossrag.store.memory import BM25_B, BM25_K1, SearchIndex
@@ -477,16 +477,7 @@ def test_unflushed_writes_are_searched_in_milvus_and_a_crash_retires_the_saved_i
     ix.search("bucket")  # builds and saves the index
     before = ix.store.info().generation  # type: ignore[union-attr]
     chunk = ix.search("back up the bucket", k=1).passages[0]
-    extra = Chunk(
-        id="extra",
-        doc_id="d-extra",
-        source="extra.md",
-        heading_path=("Extra",),
-        start_line=1,
-        end_line=1,
-        text="Zebras guard the archive vault.",
-    )
-    ix.store.insert_chunks([extra], embedder.embed([extra.embed_text]))
+    ix.store.insert_chunks([EXTRA_CHUNK], embedder.embed([EXTRA_CHUNK.embed_text]))
     assert ix.store._search_index() is None  # writing: Milvus answers
     assert ix.search("zebras archive vault", k=1).passages[0].chunk_id == "extra"
     ix.close()  # "crash": no flush

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import EXTRA_CHUNK
 
 from ossrag.config import Settings
 from ossrag.embed.encoders import Embedder
 from ossrag.engine.index import Index
 from ossrag.errors import StoreError
-from ossrag.records import Chunk
 from ossrag.store.local import LocalCopy, fingerprint
 from ossrag.store.milvus import Store
 
@@ -63,16 +63,6 @@ chunk = Chunk(id="extra", doc_id="d-extra", source="extra.md", heading_path=("Ex
 store.insert_chunks([chunk], np.full((1, 384), 384**-0.5, dtype=np.float32))
 os._exit(3)
 """
-
-EXTRA = Chunk(
-    id="extra",
-    doc_id="d-extra",
-    source="extra.md",
-    heading_path=("Extra",),
-    start_line=1,
-    end_line=1,
-    text="Zebras guard the archive vault.",
-)
 
 
 def search_in_child(db: str, queries: list[str] = QUERIES) -> dict[str, Any]:
@@ -170,7 +160,7 @@ def test_a_write_retires_the_sidecar_and_the_next_process_sees_it(
     ingested: Settings, embedder: Embedder
 ) -> None:
     index = Index(ingested, embedder=embedder)
-    index.store.insert_chunks([EXTRA], embedder.embed([EXTRA.embed_text]))
+    index.store.insert_chunks([EXTRA_CHUNK], embedder.embed([EXTRA_CHUNK.embed_text]))
     assert not sidecar(ingested).exists()  # gone before anything was written
     index.store.flush()  # no index built: the next process builds it
     index.close()
@@ -190,7 +180,7 @@ def test_a_writer_that_leaves_the_sidecar_is_caught_by_the_store_files(
     the sidecar stays, but the store's files changed, so it is not believed."""
     monkeypatch.setattr(LocalCopy, "remove_sidecar", lambda self: None)
     index = Index(ingested, embedder=embedder)
-    index.store.insert_chunks([EXTRA], embedder.embed([EXTRA.embed_text]))
+    index.store.insert_chunks([EXTRA_CHUNK], embedder.embed([EXTRA_CHUNK.embed_text]))
     index.store.flush()
     index.close()
     assert sidecar(ingested).exists()
