@@ -114,6 +114,13 @@ class Rows:
         return row
 
 
+def _idf(n_rows: int, document_frequency: np.ndarray) -> np.ndarray:
+    """BM25's idf of each term held by `document_frequency` of `n_rows` rows."""
+    return np.log((n_rows - document_frequency + 0.5) / (document_frequency + 0.5) + 1.0).astype(
+        np.float32
+    )
+
+
 @dataclass(frozen=True)
 class Weights:
     """A rows × terms matrix of BM25 weights, stored by term (compressed sparse columns, as
@@ -138,7 +145,7 @@ class Weights:
         length = np.bincount(rows, weights=tf, minlength=n_rows).astype(np.float32)
         avgdl = float(length[length > 0].mean()) if length.any() else 1.0
         df = np.bincount(terms, minlength=n_terms)
-        idf = np.log((n_rows - df + 0.5) / (df + 0.5) + 1.0).astype(np.float32)
+        idf = _idf(n_rows, df)
         norm = BM25_K1 * (1.0 - BM25_B + BM25_B * length[rows] / avgdl)
         data = idf[terms] * tf * (BM25_K1 + 1.0) / (tf + norm)
         order = np.argsort(terms, kind="stable")  # rows stay in order within each term
@@ -179,10 +186,7 @@ class SearchIndex:
         self.weights = weights  # rows × terms, BM25 weight of each term in each row
         self.vocabulary = vocabulary
         self._column = {term: column for column, term in enumerate(vocabulary)}
-        document_frequency = np.diff(weights.indptr)  # rows holding each term
-        self._idf = np.log(
-            (len(rows) - document_frequency + 0.5) / (document_frequency + 0.5) + 1.0
-        ).astype(np.float32)
+        self._idf = _idf(len(rows), np.diff(weights.indptr))  # indptr: the rows holding each term
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -261,7 +265,7 @@ class SearchIndex:
         new_row = np.cumsum(keep) - 1  # each kept row's position in the new index
         old_rows, old_terms, old_counts = self.weights.entries()
         held = keep[old_rows]
-        column = {term: j for j, term in enumerate(self.vocabulary)}
+        column = dict(self._column)
         for term in fresh.vocabulary:
             column.setdefault(term, len(column))
         fresh_rows, fresh_terms, fresh_counts = fresh.weights.entries()
